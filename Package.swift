@@ -1,0 +1,64 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// The folders show the architecture, bottom to top:
+//   C adapters (CLibPQ, CCurl, CCrypto) → HeraldCore (pure, no I/O) → HeraldSigning, HeraldPostgres, HeraldHTTP
+//   (thin owners of C handles) → HeraldWorker (claim, deliver, record) → herald (the CLI).
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "herald",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "herald", targets: ["herald"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CLibPQ", pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"]), .brew(["libpq"])]),
+        .systemLibrary(
+            name: "CCurl", pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"]), .brew(["curl"])]),
+        .systemLibrary(
+            name: "CCrypto", pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"]), .brew(["openssl@3"])]),
+
+        .target(name: "HeraldCore", swiftSettings: strict),
+        .target(name: "HeraldSigning", dependencies: ["CCrypto"], swiftSettings: strict),
+        .target(name: "HeraldPostgres", dependencies: ["CLibPQ"], swiftSettings: strict),
+        .target(name: "HeraldHTTP", dependencies: ["CCurl", "HeraldCore"], swiftSettings: strict),
+        .target(
+            name: "HeraldWorker",
+            dependencies: [
+                "HeraldCore", "HeraldSigning", "HeraldPostgres", "HeraldHTTP",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "herald",
+            dependencies: [
+                "HeraldCore", "HeraldPostgres", "HeraldWorker",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+
+        .target(
+            name: "HeraldTestSupport",
+            dependencies: ["HeraldPostgres", "HeraldCore"],
+            path: "Tests/HeraldTestSupport",
+            swiftSettings: strict),
+        .testTarget(
+            name: "HeraldCoreTests",
+            dependencies: ["HeraldCore", "HeraldSigning"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "HeraldIntegrationTests",
+            dependencies: ["HeraldCore", "HeraldSigning", "HeraldPostgres", "HeraldWorker", "HeraldTestSupport"],
+            swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,6 @@
+#ifndef HERALD_CCRYPTO_SHIM_H
+#define HERALD_CCRYPTO_SHIM_H
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#endif

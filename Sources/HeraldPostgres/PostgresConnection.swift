@@ -1,0 +1,197 @@
+internal import CLibPQ
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// One libpq connection: the only place Herald touches `PGconn`.
+///
+/// Not thread-safe by design: each worker thread owns its connections, which matches libpq's own rule (one
+/// thread per `PGconn` at a time). Values are always sent as parameters (`PQexecParams`), never spliced into SQL.
+public final class PostgresConnection {
+    private var handle: OpaquePointer?
+    /// Names of statements prepared on this session (see `execute(prepared:…)`).
+    private var prepared: Set<String> = []
+
+    /// Connects using a `postgresql://user:pass@host:port/db?…` URL or a `key=value …` string, as libpq accepts.
+    ///
+    /// - Throws: `PostgresError` of kind `.connection`, whose message never contains the password.
+    public init(_ connectionString: String) throws {
+        let conn = PQconnectdb(connectionString)
+        guard let conn, PQstatus(conn) == CONNECTION_OK else {
+            let message = conn.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
+            PQfinish(conn)
+            throw PostgresError(kind: .connection, message: "could not connect to PostgreSQL: \(message.trimmed)")
+        }
+        handle = conn
+        // Quiet NOTICEs (e.g. "relation already exists, skipping") instead of libpq printing them to stderr.
+        PQsetNoticeProcessor(conn, { _, _ in }, nil)
+    }
+
+    deinit { close() }
+
+    /// Closes the connection; later calls throw a `.connection` error.
+    public func close() {
+        if let handle { PQfinish(handle) }
+        handle = nil
+        prepared.removeAll()
+    }
+
+    /// True while libpq believes the connection is usable.
+    public var isOpen: Bool {
+        guard let handle else { return false }
+        return PQstatus(handle) == CONNECTION_OK
+    }
+
+    /// The server's process id for this session (useful to kill it in tests).
+    public var backendPID: Int32 {
+        guard let handle else { return 0 }
+        return PQbackendPID(handle)
+    }
+
+    /// Runs one statement with positional parameters (`$1`, `$2`, …) in text format; `nil` is SQL NULL.
+    @discardableResult
+    public func query(_ sql: String, _ parameters: [String?] = []) throws -> PostgresResult {
+        let conn = try liveHandle()
+        let result = withCStrings(parameters) { values in
+            PQexecParams(conn, sql, Int32(parameters.count), nil, values, nil, nil, 0)
+        }
+        return try check(result)
+    }
+
+    /// Runs a statement prepared once per session under `name`: the server parses and plans it once.
+    @discardableResult
+    public func execute(prepared name: String, _ sql: String, _ parameters: [String?]) throws -> PostgresResult {
+        let conn = try liveHandle()
+        if !prepared.contains(name) {
+            _ = try check(PQprepare(conn, name, sql, Int32(parameters.count), nil))
+            prepared.insert(name)
+        }
+        let result = withCStrings(parameters) { values in
+            PQexecPrepared(conn, name, Int32(parameters.count), values, nil, nil, 0)
+        }
+        return try check(result)
+    }
+
+    /// Runs a script of several statements with no parameters (migrations). Uses the simple query protocol.
+    public func executeScript(_ sql: String) throws {
+        let conn = try liveHandle()
+        _ = try check(PQexec(conn, sql))
+    }
+
+    /// Runs `body` in a transaction: COMMIT when it returns, ROLLBACK when it throws.
+    public func transaction<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        try query("BEGIN")
+        do {
+            let value = try body(self)
+            try query("COMMIT")
+            return value
+        } catch {
+            if isOpen { _ = try? query("ROLLBACK") }
+            throw error
+        }
+    }
+
+    // MARK: LISTEN / NOTIFY
+
+    /// A notification received on a channel this session LISTENs to.
+    public struct Notification: Sendable {
+        public var channel: String
+        public var payload: String
+    }
+
+    /// Waits up to `timeoutMilliseconds` for notifications (`poll` on the socket, as PostgreSQL's testlibpq2.c
+    /// does) and returns those that arrived; an empty array on timeout.
+    ///
+    /// - Throws: `.connection` when the connection broke while waiting.
+    public func waitForNotifications(timeoutMilliseconds: Int32) throws -> [Notification] {
+        let conn = try liveHandle()
+        var received = drainNotifications(conn)
+        if !received.isEmpty { return received }
+        let socket = PQsocket(conn)
+        guard socket >= 0 else { throw brokenConnection(conn) }
+        var descriptor = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
+        let ready = poll(&descriptor, 1, timeoutMilliseconds)
+        if ready < 0 && errno != EINTR {
+            throw PostgresError(kind: .connection, message: "poll on the PostgreSQL socket failed (errno \(errno))")
+        }
+        if ready > 0 {
+            if PQconsumeInput(conn) == 0 { throw brokenConnection(conn) }
+            received = drainNotifications(conn)
+        }
+        if PQstatus(conn) != CONNECTION_OK { throw brokenConnection(conn) }
+        return received
+    }
+
+    private func drainNotifications(_ conn: OpaquePointer) -> [Notification] {
+        var received: [Notification] = []
+        while let notify = PQnotifies(conn) {
+            received.append(Notification(
+                channel: String(cString: notify.pointee.relname),
+                payload: String(cString: notify.pointee.extra)))
+            PQfreemem(notify)
+        }
+        return received
+    }
+
+    // MARK: Internals
+
+    private func liveHandle() throws -> OpaquePointer {
+        guard let handle else {
+            throw PostgresError(kind: .connection, message: "the PostgreSQL connection is closed")
+        }
+        return handle
+    }
+
+    private func brokenConnection(_ conn: OpaquePointer) -> PostgresError {
+        PostgresError(kind: .connection,
+                      message: "lost the PostgreSQL connection: \(String(cString: PQerrorMessage(conn)).trimmed)")
+    }
+
+    private func check(_ result: OpaquePointer?) throws -> PostgresResult {
+        guard let conn = handle else {
+            PQclear(result)
+            throw PostgresError(kind: .connection, message: "the PostgreSQL connection is closed")
+        }
+        guard let result else {
+            throw PostgresError(kind: .connection, message: String(cString: PQerrorMessage(conn)).trimmed)
+        }
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
+            return PostgresResult(taking: result)
+        default:
+            let error = PostgresError(
+                kind: PQstatus(conn) == CONNECTION_OK ? .query : .connection,
+                sqlState: field(result, CLibPQ_DIAG_SQLSTATE),
+                message: field(result, CLibPQ_DIAG_MESSAGE_PRIMARY) ?? String(cString: PQresultErrorMessage(result)).trimmed,
+                detail: field(result, CLibPQ_DIAG_MESSAGE_DETAIL),
+                hint: field(result, CLibPQ_DIAG_MESSAGE_HINT))
+            PQclear(result)
+            if error.isConnectionProblem { prepared.removeAll() }
+            throw error
+        }
+    }
+
+    private func field(_ result: OpaquePointer, _ code: Int32) -> String? {
+        guard let value = PQresultErrorField(result, code) else { return nil }
+        return String(cString: value)
+    }
+}
+
+/// Calls `body` with a C array of NUL-terminated copies of `strings` (`nil` stays a NULL pointer); the copies
+/// live exactly as long as the call, which is what libpq requires of parameter arrays.
+private func withCStrings<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+    let copies: [UnsafeMutablePointer<CChar>?] = strings.map { $0.flatMap { strdup($0) } }
+    defer { copies.forEach { free($0) } }
+    return body(copies.map { $0.map { UnsafePointer($0) } })
+}
+
+extension String {
+    var trimmed: String {
+        var text = Substring(self)
+        while let last = text.last, last.isWhitespace { text.removeLast() }
+        return String(text)
+    }
+}

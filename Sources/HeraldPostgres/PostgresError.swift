@@ -1,0 +1,46 @@
+/// Every failure that comes out of Herald's libpq wrapper.
+///
+/// It carries the server's SQLSTATE and message (plus detail and hint when the server sent them) so callers can
+/// branch on the code and people can act on the text. The connection string is never part of it.
+public struct PostgresError: Error, CustomStringConvertible, Sendable {
+    /// What kind of step failed.
+    public enum Kind: Sendable, Equatable {
+        /// Could not connect, or the connection broke: retry after reconnecting.
+        case connection
+        /// The server rejected a statement (see `sqlState`).
+        case query
+        /// Herald misused the API or got a result it did not expect.
+        case client
+    }
+
+    public var kind: Kind
+    /// The five-character SQLSTATE, e.g. `23514` for a check violation, when the server sent one.
+    public var sqlState: String?
+    public var message: String
+    public var detail: String?
+    public var hint: String?
+
+    public init(kind: Kind, sqlState: String? = nil, message: String, detail: String? = nil, hint: String? = nil) {
+        self.kind = kind
+        self.sqlState = sqlState
+        self.message = message
+        self.detail = detail
+        self.hint = hint
+    }
+
+    /// True when the statement may succeed on a new connection: the connection broke, or the server is
+    /// shutting down / starting up (SQLSTATE classes 08 and 57P).
+    public var isConnectionProblem: Bool {
+        if kind == .connection { return true }
+        guard let state = sqlState else { return false }
+        return state.hasPrefix("08") || state.hasPrefix("57P")
+    }
+
+    public var description: String {
+        var text = message
+        if let detail, !detail.isEmpty { text += " (\(detail))" }
+        if let hint, !hint.isEmpty { text += " — hint: \(hint)" }
+        if let sqlState { text += " [SQLSTATE \(sqlState)]" }
+        return text
+    }
+}

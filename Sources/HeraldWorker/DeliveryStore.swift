@@ -1,0 +1,96 @@
+import HeraldCore
+import HeraldPostgres
+
+/// A delivery this worker holds a lease on, with everything needed to send it.
+public struct ClaimedDelivery: Sendable {
+    public var deliveryID: String
+    public var leaseToken: String
+    public var attempt: Int
+    public var eventID: String
+    public var eventType: String
+    public var occurredAt: String
+    public var dataJSON: String
+    public var configID: String
+    public var url: String
+    public var secret: String?
+    public var maxAttempts: Int?
+    public var configActive: Bool
+}
+
+/// The outcome of one attempt, as `herald_complete` records it.
+public struct AttemptRecord: Sendable {
+    public var delivery: ClaimedDelivery
+    public var outcome: AttemptOutcome
+    public var responseStatus: Int?
+    public var responseBody: String?
+    public var error: String?
+    public var durationMilliseconds: Int
+    public var payload: String?
+}
+
+/// The worker's side of the claim/lease protocol (sql/004_worker_protocol.sql): three prepared statements on one
+/// connection, nothing else. Owned by the worker's dispatcher thread.
+public final class DeliveryStore {
+    public let connection: PostgresConnection
+    private let workerID: String
+
+    public init(connection: PostgresConnection, workerID: String) {
+        self.connection = connection
+        self.workerID = workerID
+    }
+
+    /// Leases up to `limit` due deliveries for `lease`.
+    public func claim(limit: Int, lease: Duration) throws -> [ClaimedDelivery] {
+        let result = try connection.execute(
+            prepared: "herald_claim", "SELECT * FROM herald_claim($1, $2::interval, $3)",
+            [String(limit), "\(Int64(lease.milliseconds)) milliseconds", workerID])
+        return result.rows.map { row in
+            ClaimedDelivery(
+                deliveryID: row[0]!, leaseToken: row[1]!, attempt: Int(row[2]!)!, eventID: row[3]!,
+                eventType: row[4]!, occurredAt: row[5]!, dataJSON: row[6]!, configID: row[7]!, url: row[8]!,
+                secret: row[9], maxAttempts: row[10].flatMap { Int($0) }, configActive: row[11] == "t")
+        }
+    }
+
+    /// Writes many outcomes in one statement; returns how many were applied (the others had lost their lease).
+    @discardableResult
+    public func complete(_ records: [AttemptRecord]) throws -> Int {
+        guard !records.isEmpty else { return 0 }
+        let delayMilliseconds: [Int64?] = records.map { record in
+            if case let .retry(after) = record.outcome { return Int64(after.milliseconds) }
+            return nil
+        }
+        let result = try connection.execute(
+            prepared: "herald_complete",
+            """
+            SELECT herald_complete($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::integer[],
+                                   $7::text[], $8::bigint[], $9::integer[], $10::text[], $11::text[], $12::integer[],
+                                   $13::text[], $14)
+            """,
+            [
+                PostgresArray.literal(records.map(\.delivery.deliveryID)),
+                PostgresArray.literal(records.map(\.delivery.leaseToken)),
+                PostgresArray.literal(records.map(\.delivery.eventID)),
+                PostgresArray.literal(records.map(\.delivery.configID)),
+                PostgresArray.literal(records.map(\.delivery.eventType)),
+                PostgresArray.literal(records.map(\.delivery.attempt)),
+                PostgresArray.literal(records.map(\.outcome.label)),
+                PostgresArray.literal(delayMilliseconds),
+                PostgresArray.literal(records.map(\.responseStatus)),
+                PostgresArray.literal(records.map(\.responseBody)),
+                PostgresArray.literal(records.map(\.error)),
+                PostgresArray.literal(records.map(\.durationMilliseconds)),
+                PostgresArray.literal(records.map(\.payload)),
+                workerID,
+            ])
+        return Int(result.scalar ?? "0") ?? 0
+    }
+
+    /// Takes back deliveries whose lease expired; returns how many.
+    @discardableResult
+    public func rescue(defaultMaxAttempts: Int, limit: Int = 1000) throws -> Int {
+        let result = try connection.execute(
+            prepared: "herald_rescue", "SELECT herald_rescue($1, $2)", [String(defaultMaxAttempts), String(limit)])
+        return Int(result.scalar ?? "0") ?? 0
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+
+/// Where the worker's threads leave work for the dispatcher thread: finished attempts (from the HTTP engine),
+/// wake-ups (from the LISTEN thread) and the stop request (from the signal handler).
+///
+/// `@unchecked Sendable` is safe: every stored property is read and written only while `condition` is locked.
+final class Mailbox: @unchecked Sendable {
+    struct Delivery {
+        var records: [AttemptRecord]
+        var woken: Bool
+        var stopRequested: Bool
+    }
+
+    private let condition = NSCondition()
+    private var records: [AttemptRecord] = []
+    private var woken = false
+    private var stopRequested = false
+
+    func post(_ record: AttemptRecord) {
+        condition.lock()
+        records.append(record)
+        condition.signal()
+        condition.unlock()
+    }
+
+    func wake() {
+        condition.lock()
+        woken = true
+        condition.signal()
+        condition.unlock()
+    }
+
+    func requestStop() {
+        condition.lock()
+        stopRequested = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    var isStopRequested: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return stopRequested
+    }
+
+    /// Returns at once when something is waiting, else waits up to `timeout` for something to arrive.
+    func take(waitingUpTo timeout: Duration) -> Delivery {
+        condition.lock()
+        defer { condition.unlock() }
+        if records.isEmpty && !woken && !stopRequested && timeout > .zero {
+            let deadline = Date(timeIntervalSinceNow: timeout.milliseconds / 1000)
+            while records.isEmpty && !woken && !stopRequested {
+                if !condition.wait(until: deadline) { break }
+            }
+        }
+        let delivery = Delivery(records: records, woken: woken, stopRequested: stopRequested)
+        records.removeAll(keepingCapacity: true)
+        woken = false
+        return delivery
+    }
+}

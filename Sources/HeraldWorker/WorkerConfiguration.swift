@@ -1,0 +1,99 @@
+import Foundation
+import HeraldCore
+
+/// Everything `herald work` can be told, with its defaults; read from the environment, then overridden by flags.
+public struct WorkerConfiguration: Sendable {
+    /// `DATABASE_URL`: a `postgresql://…` URL or a libpq `key=value` string.
+    public var databaseURL: String
+    /// `HERALD_CONCURRENCY`: deliveries in flight in this process. Default 64.
+    public var concurrency: Int = 64
+    /// `HERALD_TIMEOUT_MS`: the whole attempt, DNS to last response byte. Default 5 s, as documented.
+    public var timeout: Duration = .milliseconds(5000)
+    /// `HERALD_MAX_ATTEMPTS`, `HERALD_BACKOFF_BASE_MS`, `HERALD_BACKOFF_MAX_MS`.
+    public var retryPolicy = RetryPolicy()
+    /// `HERALD_ALLOWED_NETWORKS`: non-public networks that may still be delivered to. Default none.
+    public var allowedNetworks: [IPNetwork] = []
+    /// `HERALD_CA_FILE`: PEM bundle of CAs to trust instead of the system's.
+    public var caFile: String?
+    /// `HERALD_POLL_MS`: how often to look for due deliveries when no NOTIFY arrives (retries coming due).
+    /// Default 500 ms.
+    public var pollInterval: Duration = .milliseconds(500)
+    /// `HERALD_LEASE_MS`: how long a claim is held before another worker may take the delivery over.
+    /// Default: 6 × timeout, at least 30 s — far beyond any attempt, so a slow attempt is never sent twice at once.
+    public var lease: Duration?
+    /// `HERALD_WORKER_ID`: recorded in `leased_by` and `webhook_logs.worker`. Default `hostname:pid`.
+    public var workerID: String
+
+    public init(databaseURL: String) {
+        self.databaseURL = databaseURL
+        workerID = "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
+    }
+
+    public var effectiveLease: Duration {
+        lease ?? max(.seconds(30), timeout * 6)
+    }
+
+    /// Reads `HERALD_*` and `DATABASE_URL`; the error names the variable that is wrong and what would be right.
+    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment)
+        throws(ConfigurationError) -> WorkerConfiguration
+    {
+        guard let url = environment["DATABASE_URL"], !url.isEmpty else {
+            throw ConfigurationError(
+                "DATABASE_URL is not set: give it a postgresql://user:password@host:port/database URL (scripts/pg start prints one)")
+        }
+        var configuration = WorkerConfiguration(databaseURL: url)
+        func integer(_ name: String, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {
+            guard let text = environment[name], !text.isEmpty else { return nil }
+            guard let value = Int(text), range.contains(value) else {
+                throw ConfigurationError("\(name)=\(text) is not valid: expected a whole number from \(range.lowerBound) to \(range.upperBound)")
+            }
+            return value
+        }
+        if let value = try integer("HERALD_CONCURRENCY", 1...10_000) { configuration.concurrency = value }
+        if let value = try integer("HERALD_TIMEOUT_MS", 1...600_000) { configuration.timeout = .milliseconds(value) }
+        if let value = try integer("HERALD_MAX_ATTEMPTS", 1...100) { configuration.retryPolicy.maxAttempts = value }
+        if let value = try integer("HERALD_BACKOFF_BASE_MS", 1...86_400_000) {
+            configuration.retryPolicy.baseDelay = .milliseconds(value)
+        }
+        if let value = try integer("HERALD_BACKOFF_MAX_MS", 1...604_800_000) {
+            configuration.retryPolicy.maxDelay = .milliseconds(value)
+        }
+        if let value = try integer("HERALD_POLL_MS", 10...60_000) { configuration.pollInterval = .milliseconds(value) }
+        if let value = try integer("HERALD_LEASE_MS", 1000...86_400_000) { configuration.lease = .milliseconds(value) }
+        if let list = environment["HERALD_ALLOWED_NETWORKS"] {
+            configuration.allowedNetworks = try AddressPolicy.parseNetworks(list)
+        }
+        if let file = environment["HERALD_CA_FILE"], !file.isEmpty { configuration.caFile = file }
+        if let id = environment["HERALD_WORKER_ID"], !id.isEmpty { configuration.workerID = id }
+        return configuration
+    }
+
+    /// Checks combinations no single variable can: the lease must outlast an attempt by far.
+    public func validate() throws(ConfigurationError) {
+        if effectiveLease < timeout * 2 {
+            throw ConfigurationError(
+                "HERALD_LEASE_MS (\(effectiveLease.humanReadable)) must be at least twice HERALD_TIMEOUT_MS (\(timeout.humanReadable)), or slow attempts would be sent twice at once")
+        }
+        if retryPolicy.maxDelay < retryPolicy.baseDelay {
+            throw ConfigurationError("HERALD_BACKOFF_MAX_MS must not be below HERALD_BACKOFF_BASE_MS")
+        }
+    }
+
+    /// The effective configuration as `key=value` lines, with the database password masked.
+    public var summary: [(String, String)] {
+        [
+            ("database", Redaction.maskConnectionString(databaseURL)),
+            ("worker", workerID),
+            ("concurrency", String(concurrency)),
+            ("timeout", timeout.humanReadable),
+            ("lease", effectiveLease.humanReadable),
+            ("poll", pollInterval.humanReadable),
+            ("max_attempts", String(retryPolicy.maxAttempts)),
+            ("backoff", "base \(retryPolicy.baseDelay.humanReadable), max \(retryPolicy.maxDelay.humanReadable), ×\(Int(retryPolicy.multiplier)), jitter ±\(Int(retryPolicy.jitter * 100))%"),
+            ("schedule", retryPolicy.schedule.map(\.humanReadable).joined(separator: ", ")),
+            ("allowed_networks", allowedNetworks.isEmpty ? "none (public addresses only)"
+                : allowedNetworks.map(\.description).joined(separator: ",")),
+            ("ca_file", caFile ?? "system"),
+        ]
+    }
+}

@@ -1,0 +1,27 @@
+import ArgumentParser
+import Foundation
+import HeraldPostgres
+
+struct Migrate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create or upgrade Herald's tables (idempotent; safe to run from several processes at once).",
+        discussion: "Applies the numbered files in sql/ that the database has not seen, each in its own transaction, and records them in herald_migrations.")
+
+    @OptionGroup var database: DatabaseOptions
+
+    @Option(name: .customLong("sql-dir"), help: "Folder of NNN_name.sql migrations (default: $HERALD_SQL_DIR, else found next to the executable).")
+    var sqlDirectory: String?
+
+    func run() throws {
+        let directory = try Migrator.locateDirectory(
+            explicit: sqlDirectory ?? ProcessInfo.processInfo.environment["HERALD_SQL_DIR"])
+        let migrator = try Migrator(directory: directory)
+        let connection = try database.connect()
+        let applied = try migrator.migrate(connection)
+        if applied.isEmpty {
+            print("database is up to date (\(migrator.migrations.count) migrations)")
+        } else {
+            for migration in applied { print("applied \(migration.name)") }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import HeraldCore
+import HeraldWorker
+import Logging
+
+struct Work: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Deliver webhooks: claim due deliveries, POST them, retry with backoff, log every attempt.",
+        discussion: """
+            Every option can also be set in the environment (shown in brackets); flags win. Run as many \
+            processes as you like, on one machine or many: they share the work through the database.
+            SIGTERM or SIGINT stops claiming and waits for requests in flight; a second signal exits at once.
+            """)
+
+    @OptionGroup var database: DatabaseOptions
+
+    @Option(help: "Deliveries in flight in this process [HERALD_CONCURRENCY, default 64].")
+    var concurrency: Int?
+    @Option(name: .customLong("timeout-ms"), help: "Whole-attempt timeout in ms [HERALD_TIMEOUT_MS, default 5000].")
+    var timeoutMilliseconds: Int?
+    @Option(name: .customLong("max-attempts"), help: "Attempts before a delivery fails [HERALD_MAX_ATTEMPTS, default 10].")
+    var maxAttempts: Int?
+    @Option(name: .customLong("backoff-base-ms"), help: "Wait after the first failure [HERALD_BACKOFF_BASE_MS, default 5000].")
+    var backoffBaseMilliseconds: Int?
+    @Option(name: .customLong("backoff-max-ms"), help: "Longest wait between attempts [HERALD_BACKOFF_MAX_MS, default 36000000 = 10 h].")
+    var backoffMaxMilliseconds: Int?
+    @Option(name: .customLong("allowed-networks"), help: "Non-public CIDRs that may be delivered to, comma-separated [HERALD_ALLOWED_NETWORKS].")
+    var allowedNetworks: String?
+    @Option(name: .customLong("ca-file"), help: "PEM file of CAs to trust instead of the system's [HERALD_CA_FILE].")
+    var caFile: String?
+    @Option(name: .customLong("poll-ms"), help: "Look for due retries this often [HERALD_POLL_MS, default 500].")
+    var pollMilliseconds: Int?
+    @Option(name: .customLong("lease-ms"), help: "Claim lease [HERALD_LEASE_MS, default max(30 s, 6 × timeout)].")
+    var leaseMilliseconds: Int?
+    @Option(name: .customLong("worker-id"), help: "Name in leased_by and webhook_logs.worker [HERALD_WORKER_ID, default host:pid].")
+    var workerID: String?
+
+    func run() throws {
+        bootstrapLogging()
+        let logger = Logger(label: "herald.work")
+        var environment = ProcessInfo.processInfo.environment
+        let flags: [(String, String?)] = [
+            ("DATABASE_URL", database.databaseURL),
+            ("HERALD_CONCURRENCY", concurrency.map(String.init)),
+            ("HERALD_TIMEOUT_MS", timeoutMilliseconds.map(String.init)),
+            ("HERALD_MAX_ATTEMPTS", maxAttempts.map(String.init)),
+            ("HERALD_BACKOFF_BASE_MS", backoffBaseMilliseconds.map(String.init)),
+            ("HERALD_BACKOFF_MAX_MS", backoffMaxMilliseconds.map(String.init)),
+            ("HERALD_ALLOWED_NETWORKS", allowedNetworks),
+            ("HERALD_CA_FILE", caFile),
+            ("HERALD_POLL_MS", pollMilliseconds.map(String.init)),
+            ("HERALD_LEASE_MS", leaseMilliseconds.map(String.init)),
+            ("HERALD_WORKER_ID", workerID),
+        ]
+        for case let (name, value?) in flags { environment[name] = value }
+        let configuration: WorkerConfiguration
+        do {
+            configuration = try WorkerConfiguration.fromEnvironment(environment)
+            try configuration.validate()
+        } catch {
+            throw ValidationError(error.description)
+        }
+        var startup = Logger.Metadata()
+        for (key, value) in configuration.summary { startup[key] = "\(value)" }
+        logger.info("herald \(HeraldVersion.current) starting", metadata: startup)
+
+        let worker = Worker(configuration: configuration, logger: logger)
+        let signals = SignalTrap { count in
+            if count == 1 {
+                worker.stop()
+            } else {
+                logger.warning("second signal: exiting now; leases of attempts in flight will expire and be retried")
+                Foundation.exit(1)
+            }
+        }
+        worker.run()
+        _ = signals
+        logger.info("stopped")
+    }
+}
+
+/// SIGTERM and SIGINT, handled on a dispatch queue instead of in a signal handler, so the handler may log.
+final class SignalTrap {
+    private let sources: [any DispatchSourceSignal]
+
+    init(_ handler: @escaping @Sendable (Int) -> Void) {
+        let queue = DispatchQueue(label: "herald.signals")
+        let counter = Counter()
+        sources = [SIGTERM, SIGINT].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+            source.setEventHandler { handler(counter.increment()) }
+            source.resume()
+            return source
+        }
+    }
+
+    /// Only touched on the serial signal queue.
+    private final class Counter: @unchecked Sendable {
+        private var value = 0
+        func increment() -> Int {
+            value += 1
+            return value
+        }
+    }
+}
