@@ -1,0 +1,54 @@
+import HeraldCore
+import HeraldSigning
+import Testing
+
+@Suite struct EnvelopeTests {
+    @Test func compactsPostgresJSONBText() {
+        let jsonb = #"{"a": 1, "b": [1, 2, {"c": null}], "s": "x: y, z", "q": "say \"hi\", ok", "e": "back\\ slash \\"}"#
+        let compact = String(decoding: CompactJSON.compact(jsonb), as: UTF8.self)
+        #expect(compact == #"{"a":1,"b":[1,2,{"c":null}],"s":"x: y, z","q":"say \"hi\", ok","e":"back\\ slash \\"}"#)
+    }
+
+    @Test func keepsWhitespaceInsideStringsAndNonASCII() {
+        let compact = String(decoding: CompactJSON.compact(#"{"k": "  spaced\ttab é 🎉 \n"}"#), as: UTF8.self)
+        #expect(compact == #"{"k":"  spaced\ttab é 🎉 \n"}"#)
+    }
+
+    @Test func encodesTheDocumentedEnvelope() {
+        let envelope = Envelope(eventType: "contact.created", timestamp: "2024-01-15T10:30:00.000Z",
+                                dataJSON: #"{"id": "uuid-here", "first_name": "John"}"#)
+        #expect(String(decoding: envelope.encoded(), as: UTF8.self)
+            == #"{"event":"contact.created","timestamp":"2024-01-15T10:30:00.000Z","data":{"id":"uuid-here","first_name":"John"}}"#)
+        #expect(envelope.encoded() == envelope.encoded())
+    }
+
+    @Test func escapesStringsLikeJSONStringify() {
+        #expect(JSONString.quoted("a\"b\\c\n\u{1}") == #""a\"b\\c\n\u0001""#)
+    }
+
+    @Test func signsWithHMACSHA256() {
+        // RFC 4231, test case 2.
+        #expect(Signer.signatureHex(secret: "Jefe", body: Array("what do ya want for nothing?".utf8))
+            == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        #expect(Signer.constantTimeEquals([1, 2, 3], [1, 2, 3]))
+        #expect(!Signer.constantTimeEquals([1, 2, 3], [1, 2, 4]))
+        #expect(!Signer.constantTimeEquals([1, 2], [1, 2, 3]))
+    }
+
+    @Test func catalogueHoldsTheDocumentedTypes() {
+        #expect(EventCatalog.all.count == 18)
+        #expect(EventCatalog.names.count == 18)
+        #expect(EventCatalog.contains("deal.stage.changed"))
+        #expect(!EventCatalog.contains("deal.stage.change"))
+    }
+
+    @Test func masksPasswords() {
+        #expect(Redaction.maskConnectionString("postgresql://herald:s3cret@127.0.0.1:5432/herald")
+            == "postgresql://herald:***@127.0.0.1:5432/herald")
+        #expect(Redaction.maskConnectionString("postgresql://u@h/db?password=s3cret&sslmode=require")
+            == "postgresql://u@h/db?password=***&sslmode=require")
+        #expect(Redaction.maskConnectionString("host=h user=u password=s3cret dbname=d")
+            == "host=h user=u password=*** dbname=d")
+        #expect(!Redaction.maskSecret("s3cret").contains("s3cret"))
+    }
+}
