@@ -1,0 +1,98 @@
+import Foundation
+import HeraldPostgres
+import HeraldTestSupport
+import Testing
+
+/// A database of the test's own, with helpers to add configs, emit events and run workers against it.
+final class Fixture {
+    let database: TestDatabase
+    let connection: PostgresConnection
+    private var workers: [HeraldProcess] = []
+
+    /// Worker settings that make tests fast: short timeouts and backoffs, loopback allowed, quick polling.
+    static let fastWorker: [String: String] = [
+        "HERALD_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
+        "HERALD_TIMEOUT_MS": "1000",
+        "HERALD_BACKOFF_BASE_MS": "100",
+        "HERALD_BACKOFF_MAX_MS": "1000",
+        "HERALD_POLL_MS": "50",
+        "HERALD_LEASE_MS": "3000",
+        "HERALD_MAX_ATTEMPTS": "5",
+    ]
+
+    init() throws {
+        database = try TestDatabase.create()
+        connection = try database.connect()
+    }
+
+    deinit {
+        for worker in workers { worker.kill() }
+        connection.close()
+        database.drop()
+    }
+
+    @discardableResult
+    func addConfig(name: String = "endpoint", url: String, events: String = "{*}", secret: String? = nil,
+                   organization: String? = nil, active: Bool = true, maxAttempts: Int? = nil) throws -> String {
+        try connection.query("""
+            INSERT INTO webhook_configs (name, url, events, secret, organization_id, is_active, max_attempts)
+            VALUES ($1, $2, $3::text[], $4, $5::uuid, $6, $7::integer) RETURNING id
+            """, [name, url, events, secret, organization, active ? "true" : "false", maxAttempts.map(String.init)]).scalar!
+    }
+
+    /// Emits an event the way an application does: one plain INSERT.
+    @discardableResult
+    func emit(_ type: String = "contact.created", data: String = #"{"id": "42"}"#, organization: String? = nil) throws -> String {
+        try connection.query(
+            "INSERT INTO webhook_events (event_type, organization_id, data) VALUES ($1, $2::uuid, $3::jsonb) RETURNING id",
+            [type, organization, data]).scalar!
+    }
+
+    func startWorker(_ overrides: [String: String] = [:], arguments: [String] = []) throws -> HeraldProcess {
+        var environment = Fixture.fastWorker
+        environment["DATABASE_URL"] = database.url
+        for (key, value) in overrides { environment[key] = value }
+        let worker = try HeraldProcess(["work"] + arguments, environment: environment)
+        workers.append(worker)
+        return worker
+    }
+
+    func scalar(_ sql: String, _ parameters: [String?] = []) throws -> String? {
+        try connection.query(sql, parameters).scalar
+    }
+
+    func count(_ sql: String, _ parameters: [String?] = []) throws -> Int {
+        Int(try scalar(sql, parameters) ?? "0") ?? 0
+    }
+
+    /// Waits until every delivery is finished (delivered or failed); false on timeout.
+    func waitUntilSettled(timeout: Double = 30) throws -> Bool {
+        try eventually(timeout: timeout) {
+            try count("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'") == 0
+        }
+    }
+
+    func logs(of delivery: String) throws -> [[String: String?]] {
+        try connection.query("""
+            SELECT attempt, outcome, response_status, error, payload, response_body, duration_ms
+              FROM webhook_logs WHERE delivery_id = $1 ORDER BY attempt, id
+            """, [delivery]).namedRows
+    }
+}
+
+/// Runs a command and returns its standard output (for independent checks with openssl, python3, node).
+func runTool(_ executable: String, _ arguments: [String], input: [UInt8]? = nil) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = [executable] + arguments
+    let output = Pipe()
+    let stdin = Pipe()
+    process.standardOutput = output
+    process.standardInput = stdin
+    try process.run()
+    if let input { stdin.fileHandleForWriting.write(Data(input)) }
+    try stdin.fileHandleForWriting.close()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+}
