@@ -65,7 +65,7 @@ import Testing
         #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries") == 1)
         worker.terminate()
         #expect(worker.waitForExit(timeout: 10))
-        #expect(worker.process.terminationStatus == 0)
+        #expect(worker.terminationStatus == 0)
         #expect(!worker.output.contains(secret))
     }
 
@@ -200,7 +200,7 @@ import Testing
         for (environment, message) in cases {
             let worker = try fixture.startWorker(environment)
             #expect(worker.waitForExit(timeout: 10))
-            #expect(worker.process.terminationStatus != 0)
+            #expect(worker.terminationStatus != 0)
             #expect(worker.output.contains(message), "\(worker.output)")
         }
     }

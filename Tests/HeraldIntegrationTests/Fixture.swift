@@ -80,19 +80,11 @@ final class Fixture {
     }
 }
 
-/// Runs a command and returns its standard output (for independent checks with openssl, python3, node).
+/// Runs a command and returns its output (for independent checks with openssl, python3, node).
 func runTool(_ executable: String, _ arguments: [String], input: [UInt8]? = nil) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = [executable] + arguments
-    let output = Pipe()
-    let stdin = Pipe()
-    process.standardOutput = output
-    process.standardInput = stdin
-    try process.run()
-    if let input { stdin.fileHandleForWriting.write(Data(input)) }
-    try stdin.fileHandleForWriting.close()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    let result = try ChildProcess.run(executable, arguments, input: input)
+    guard result.status == 0 else {
+        throw ReceiverError("\(executable) \(arguments.joined(separator: " ")) exited \(result.status): \(result.output)")
+    }
+    return result.output.trimmingCharacters(in: .whitespacesAndNewlines)
 }

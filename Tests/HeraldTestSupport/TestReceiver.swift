@@ -25,6 +25,8 @@ public final class TestReceiver: Sendable {
         case status(Int, body: String = "ok", headers: [String] = [])
         /// Read the request, then say nothing for this long (past the client's timeout), then close.
         case hang(seconds: Double)
+        /// Answer with `status` after `seconds`.
+        case delayed(seconds: Double, status: Int)
         /// Close the connection with a TCP reset, without answering.
         case reset
         /// Send headers promising more body than is sent, then close.
@@ -110,6 +112,9 @@ public final class TestReceiver: Sendable {
             case let .hang(seconds):
                 Thread.sleep(forTimeInterval: seconds)
                 return
+            case let .delayed(seconds, code):
+                Thread.sleep(forTimeInterval: seconds)
+                if !writeAll(fd, Array("HTTP/1.1 \(code) Status\r\nContent-Length: 2\r\n\r\nok".utf8)) { return }
             case .reset:
                 var linger = linger(l_onoff: 1, l_linger: 0)
                 setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
@@ -192,5 +197,5 @@ public final class TestReceiver: Sendable {
 
 public struct ReceiverError: Error, CustomStringConvertible {
     public var description: String
-    init(_ description: String) { self.description = description }
+    public init(_ description: String) { self.description = description }
 }

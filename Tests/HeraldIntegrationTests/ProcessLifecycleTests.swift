@@ -1,0 +1,103 @@
+import Foundation
+import HeraldPostgres
+import HeraldTestSupport
+import Testing
+
+/// Workers as processes: killed, stopped, several at once, and PostgreSQL restarting under them.
+@Suite struct ProcessLifecycleTests {
+    @Test func killedWorkersDeliveryIsCompletedByAnotherAfterTheLease() throws {
+        let fixture = try Fixture()
+        let receiver = try TestReceiver { _, index in index == 0 ? .hang(seconds: 4) : .status(200) }
+        try fixture.addConfig(url: receiver.url)
+        let event = try fixture.emit()
+        let first = try fixture.startWorker(["HERALD_WORKER_ID": "doomed", "HERALD_TIMEOUT_MS": "1000", "HERALD_LEASE_MS": "2500"])
+        #expect(eventually { receiver.requests.count == 1 })
+        first.kill()  // SIGKILL, mid-request
+        #expect(try fixture.scalar("SELECT leased_by FROM webhook_deliveries WHERE event_id = $1", [event]) == "doomed")
+
+        _ = try fixture.startWorker(["HERALD_WORKER_ID": "rescuer"])
+        #expect(try fixture.waitUntilSettled(timeout: 30))
+        let row = try fixture.connection.query(
+            "SELECT id, status, attempts, lease_token FROM webhook_deliveries WHERE event_id = $1", [event]).rows[0]
+        #expect(row[1] == "delivered" && row[2] == "2" && row[3] == nil)
+        let logs = try fixture.logs(of: row[0]!)
+        #expect(logs.map { $0["outcome"] ?? nil } == ["lost", "delivered"])
+        #expect(logs.first?["error"]??.contains("lease held by doomed expired") == true)
+        #expect(receiver.requests.count == 2)
+        #expect(receiver.requests.map { $0.headers["x-webhook-id"] }.allSatisfy { $0 == row[0] })
+    }
+
+    @Test func sigtermFinishesRequestsInFlightAndExitsZero() throws {
+        let fixture = try Fixture()
+        let receiver = try TestReceiver { _, _ in .delayed(seconds: 0.8, status: 200) }
+        try fixture.addConfig(url: receiver.url)
+        for _ in 0..<3 { try fixture.emit() }
+        let worker = try fixture.startWorker()
+        #expect(eventually { receiver.requests.count == 3 })
+        worker.terminate()
+        #expect(worker.waitForExit(timeout: 10))
+        #expect(worker.terminationStatus == 0, "\(worker.output)")
+        // Every request in flight at SIGTERM finished and was recorded before the exit.
+        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered' AND lease_token IS NULL") == 3)
+        #expect(try fixture.count("SELECT count(*) FROM webhook_logs WHERE outcome = 'delivered'") == 3)
+        #expect(worker.output.contains("stopping: no new claims"))
+    }
+
+    @Test func threeWorkersDrainFiveThousandDeliveriesExactlyOnce() throws {
+        let fixture = try Fixture()
+        let receiver = try TestReceiver()
+        try fixture.addConfig(url: receiver.url, secret: "s")
+        try fixture.connection.query("""
+            INSERT INTO webhook_events (event_type, data)
+            SELECT 'message.sent', jsonb_build_object('n', i) FROM generate_series(1, 5000) AS i
+            """)
+        let workers = try (1...3).map { try fixture.startWorker(["HERALD_WORKER_ID": "w\($0)", "HERALD_CONCURRENCY": "32"]) }
+        #expect(try fixture.waitUntilSettled(timeout: 120))
+        for worker in workers { worker.terminate() }
+        for worker in workers {
+            #expect(worker.waitForExit(timeout: 10))
+            #expect(worker.terminationStatus == 0)
+        }
+        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered' AND attempts = 1") == 5000)
+        // Each (event, config) seen once by the receiver, and one attempt logged for each.
+        let ids = receiver.requests.compactMap { $0.headers["x-webhook-id"] }
+        #expect(ids.count == 5000)
+        #expect(Set(ids).count == 5000)
+        #expect(try fixture.count("SELECT count(*) FROM webhook_logs") == 5000)
+        #expect(try fixture.count("SELECT count(DISTINCT delivery_id) FROM webhook_logs") == 5000)
+        // The work was shared.
+        #expect(try fixture.count("SELECT count(DISTINCT worker) FROM webhook_logs") >= 2)
+    }
+
+    @Test func survivesPostgresRestartingUnderIt() throws {
+        // A cluster of its own: restarting the shared one would disturb tests running in parallel.
+        let root = try TestEnvironment.projectRoot()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("herald-restart-\(UUID().uuidString.prefix(8))")
+        let script = root.appendingPathComponent("scripts/pg").path
+        let start = try runTool("bash", [script, "start", "--dir", directory.path, "--fast"])
+        defer {
+            _ = try? runTool("bash", [script, "stop", "--dir", directory.path])
+            try? FileManager.default.removeItem(at: directory)
+        }
+        let url = try #require(start.split(separator: "\n").first { $0.hasPrefix("DATABASE_URL=") }?.dropFirst(13))
+        #expect(try HeraldProcess.run(["migrate", "--database-url", String(url)]).status == 0)
+        let connection = try PostgresConnection(String(url))
+        let receiver = try TestReceiver()
+        try connection.query("INSERT INTO webhook_configs (name, url, events) VALUES ('r', $1, '{*}')", [receiver.url])
+        try connection.query("INSERT INTO webhook_events (event_type, data) VALUES ('contact.created', '{\"n\": 1}')")
+        var environment = Fixture.fastWorker
+        environment["DATABASE_URL"] = String(url)
+        let worker = try HeraldProcess(["work"], environment: environment)
+        defer { worker.kill() }
+        #expect(eventually { receiver.requests.count == 1 })
+
+        _ = try runTool("bash", [script, "restart", "--dir", directory.path])
+        let after = try PostgresConnection(String(url))
+        try after.query("INSERT INTO webhook_events (event_type, data) VALUES ('contact.created', '{\"n\": 2}')")
+        #expect(eventually(timeout: 30) { receiver.requests.count == 2 })
+        #expect(try eventually { try after.query("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'").scalar == "2" })
+        #expect(worker.isRunning)
+        #expect(worker.output.contains("reconnected to PostgreSQL") || worker.output.contains("lost the PostgreSQL connection"),
+                "\(worker.output)")
+    }
+}
