@@ -205,3 +205,47 @@ import Testing
         }
     }
 }
+
+/// Receivers that misbehave: each attempt still ends in a recorded, defined outcome.
+@Suite struct BrokenReceiverTests {
+    @Test func resetsAndTruncatedResponsesAreRetryableFailures() throws {
+        let fixture = try Fixture()
+        let receiver = try TestReceiver { _, index in
+            switch index {
+            case 0: .reset
+            case 1: .truncated
+            default: .status(200)
+            }
+        }
+        try fixture.addConfig(url: receiver.url)
+        let event = try fixture.emit()
+        _ = try fixture.startWorker()
+        #expect(try fixture.waitUntilSettled())
+        let delivery = try #require(try fixture.scalar("SELECT id FROM webhook_deliveries WHERE event_id = $1", [event]))
+        let logs = try fixture.logs(of: delivery)
+        #expect(logs.map { $0["outcome"] ?? nil } == ["retry", "retry", "delivered"])
+        #expect(logs[0]["error"]??.isEmpty == false)
+        #expect(logs[1]["error"]??.isEmpty == false)
+    }
+
+    @Test func hugeAndBinaryResponseBodiesAreCappedAndStoredSafely() throws {
+        let fixture = try Fixture()
+        let receiver = try TestReceiver { _, index in
+            index == 0 ? .largeBody(500, size: 5_000_000, byte: 0x00) : .largeBody(200, size: 200_000, byte: 0xFF)
+        }
+        try fixture.addConfig(url: receiver.url)
+        let event = try fixture.emit()
+        _ = try fixture.startWorker()
+        #expect(try fixture.waitUntilSettled())
+        let delivery = try #require(try fixture.scalar("SELECT id FROM webhook_deliveries WHERE event_id = $1", [event]))
+        let rows = try fixture.connection.query(
+            "SELECT outcome, response_status, char_length(response_body), response_body ~ '^\u{FFFD}+$' FROM webhook_logs WHERE delivery_id = $1 ORDER BY attempt",
+            [delivery]).rows
+        #expect(rows.count == 2)
+        // 64 KiB kept of each; NUL and invalid UTF-8 bytes are stored as U+FFFD.
+        #expect(rows.map { $0[0] } == ["retry", "delivered"])
+        #expect(rows.map { $0[1] } == ["500", "200"])
+        #expect(rows.map { $0[2] } == ["65536", "65536"])
+        #expect(rows.map { $0[3] } == ["t", "t"])
+    }
+}
