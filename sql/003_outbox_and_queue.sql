@@ -69,6 +69,8 @@ CREATE TABLE webhook_deliveries (
                          CHECK (status IN ('pending', 'delivered', 'failed')),
     -- Counted when an attempt is claimed, so a delivery that keeps killing workers still runs out of attempts.
     attempts             integer NOT NULL DEFAULT 0,
+    -- Overrides the config's and the worker's limit for this delivery (test deliveries get 1).
+    max_attempts         integer NULL,
     -- When pending and not leased: when the next attempt is due. When leased: when the lease expires.
     next_attempt_at      timestamptz NOT NULL DEFAULT now(),
     -- Fencing token of the current claim; a result is applied only if it carries this token.
@@ -80,6 +82,8 @@ CREATE TABLE webhook_deliveries (
     created_at           timestamptz NOT NULL DEFAULT now(),
     updated_at           timestamptz NOT NULL DEFAULT now(),
     completed_at         timestamptz NULL,
+    replay_count         integer NOT NULL DEFAULT 0,
+    replayed_at          timestamptz NULL,
     UNIQUE (event_id, config_id)
 );
 
@@ -132,6 +136,11 @@ CREATE INDEX webhook_logs_created ON webhook_logs (created_at);
 CREATE FUNCTION herald_fan_out() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- `SET LOCAL herald.fan_out = 'off'` skips the fan-out for one transaction: `herald test` uses it to
+    -- address one config with an ordinary event row.
+    IF current_setting('herald.fan_out', true) = 'off' THEN
+        RETURN NULL;
+    END IF;
     INSERT INTO webhook_deliveries (event_id, config_id, next_attempt_at)
     SELECT e.id, c.id, now()
       FROM new_events e

@@ -27,7 +27,7 @@ RETURNS TABLE (
     config_id    uuid,
     url          text,
     secret       text,
-    max_attempts integer,  -- NULL: the worker's default applies
+    max_attempts integer,  -- the delivery's, else the config's; NULL: the worker's default applies
     is_active    boolean
 )
 LANGUAGE sql AS $$
@@ -54,7 +54,7 @@ LANGUAGE sql AS $$
        AND c.id = d.config_id
     RETURNING d.id, d.lease_token, d.attempts, e.id, e.event_type,
               to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-              e.data::text, c.id, c.url, c.secret, c.max_attempts, c.is_active;
+              e.data::text, c.id, c.url, c.secret, coalesce(d.max_attempts, c.max_attempts), c.is_active;
 $$;
 
 -- ---------------------------------------------------------------------------------------------------------
@@ -123,9 +123,9 @@ LANGUAGE sql AS $$
            FOR UPDATE SKIP LOCKED
     ), rescued AS (
         UPDATE webhook_deliveries d
-           SET status          = CASE WHEN d.attempts >= coalesce(c.max_attempts, p_default_max_attempts)
+           SET status          = CASE WHEN d.attempts >= coalesce(d.max_attempts, c.max_attempts, p_default_max_attempts)
                                       THEN 'failed' ELSE 'pending' END,
-               completed_at    = CASE WHEN d.attempts >= coalesce(c.max_attempts, p_default_max_attempts)
+               completed_at    = CASE WHEN d.attempts >= coalesce(d.max_attempts, c.max_attempts, p_default_max_attempts)
                                       THEN now() END,
                next_attempt_at = now(),
                lease_token     = NULL,

@@ -86,6 +86,18 @@ public final class DeliveryStore {
         return Int(result.scalar ?? "0") ?? 0
     }
 
+    /// Records that this worker is alive (`herald_workers`), with its load.
+    public func heartbeat(inFlight: Int, concurrency: Int, starting: Bool) throws {
+        try connection.execute(
+            prepared: "herald_heartbeat",
+            """
+            INSERT INTO herald_worker_heartbeats (worker, in_flight, concurrency) VALUES ($1, $2, $3)
+            ON CONFLICT (worker) DO UPDATE
+               SET last_seen_at = now(), in_flight = EXCLUDED.in_flight, concurrency = EXCLUDED.concurrency,
+                   started_at = CASE WHEN $4 THEN now() ELSE herald_worker_heartbeats.started_at END
+            """, [workerID, String(inFlight), String(concurrency), starting ? "true" : "false"])
+    }
+
     /// Takes back deliveries whose lease expired; returns how many.
     @discardableResult
     public func rescue(defaultMaxAttempts: Int, limit: Int = 1000) throws -> Int {

@@ -51,6 +51,8 @@ public final class Worker: Sendable {
         var lastClaimWasFull = false
         var lastClaim = ContinuousClock.now - .seconds(3600)
         var lastRescue = ContinuousClock.now - .seconds(3600)
+        var lastHeartbeat = ContinuousClock.now - .seconds(3600)
+        var firstHeartbeat = true
         var reconnectDelay = Duration.milliseconds(100)
         var nextConnectAttempt = ContinuousClock.now
         let lease = configuration.effectiveLease
@@ -103,6 +105,12 @@ public final class Worker: Sendable {
                 if draining { continue }
 
                 let now = ContinuousClock.now
+                if now - lastHeartbeat >= .seconds(5) {
+                    lastHeartbeat = now
+                    try current.heartbeat(inFlight: inFlight, concurrency: configuration.concurrency,
+                                          starting: firstHeartbeat)
+                    firstHeartbeat = false
+                }
                 if now - lastRescue >= .seconds(1) {
                     lastRescue = now
                     let rescued = try current.rescue(defaultMaxAttempts: configuration.retryPolicy.maxAttempts)

@@ -21,10 +21,10 @@ struct Emit: ParsableCommand {
 
     func validate() throws {
         guard EventCatalog.contains(eventType) else {
-            throw ValidationError("unknown event type '\(eventType)': expected one of \(EventCatalog.all.map(\.name).joined(separator: ", "))")
+            throw CommandFailure("unknown event type '\(eventType)': expected one of \(EventCatalog.all.map(\.name).joined(separator: ", "))")
         }
         if let organization, UUID(uuidString: organization) == nil {
-            throw ValidationError("--org '\(organization)' is not a UUID (expected e.g. 4f1c2d3e-0000-4000-8000-000000000000)")
+            throw CommandFailure("--org '\(organization)' is not a UUID (expected e.g. 4f1c2d3e-0000-4000-8000-000000000000)")
         }
     }
 
@@ -33,15 +33,15 @@ struct Emit: ParsableCommand {
         if text.hasPrefix("@") {
             let path = String(text.dropFirst())
             guard let contents = FileManager.default.contents(atPath: path) else {
-                throw ValidationError("--data @\(path): cannot read that file")
+                throw CommandFailure("--data @\(path): cannot read that file")
             }
             text = String(decoding: contents, as: UTF8.self)
         }
         guard let parsed = try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed]) else {
-            throw ValidationError("--data is not valid JSON: expected an object such as {\"id\":\"42\"}")
+            throw CommandFailure("--data is not valid JSON: expected an object such as {\"id\":\"42\"}")
         }
         guard parsed is [String: Any] else {
-            throw ValidationError("--data must be a JSON object (got \(text.prefix(40))); wrap the value, e.g. {\"value\": …}")
+            throw CommandFailure("--data must be a JSON object (got \(text.prefix(40))); wrap the value, e.g. {\"value\": …}")
         }
         let connection = try database.connect()
         let row = try connection.transaction { connection -> [String?] in

@@ -17,7 +17,8 @@ struct Herald: ParsableCommand {
             Start with `herald migrate`, then run one or more `herald work` processes.
             """,
         version: HeraldVersion.current,
-        subcommands: [Migrate.self, Work.self, Emit.self])
+        subcommands: [Migrate.self, Work.self, Emit.self, ConfigCommand.self, TestEvent.self, Logs.self, Deliveries.self,
+                      Show.self, Replay.self, Stats.self])
 }
 
 /// Options every database command shares.
@@ -31,7 +32,7 @@ struct DatabaseOptions: ParsableArguments {
         if let fromEnvironment = ProcessInfo.processInfo.environment["DATABASE_URL"], !fromEnvironment.isEmpty {
             return fromEnvironment
         }
-        throw ValidationError(
+        throw CommandFailure(
             "no database: set DATABASE_URL or pass --database-url postgresql://user:password@host:port/database")
     }
 

@@ -59,7 +59,7 @@ struct Work: ParsableCommand {
             configuration = try WorkerConfiguration.fromEnvironment(environment)
             try configuration.validate()
         } catch {
-            throw ValidationError(error.description)
+            throw CommandFailure(error.description)
         }
         var startup = Logger.Metadata()
         for (key, value) in configuration.summary { startup[key] = "\(value)" }

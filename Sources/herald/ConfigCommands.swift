@@ -1,0 +1,237 @@
+import ArgumentParser
+import Foundation
+import HeraldCore
+import HeraldPostgres
+
+struct ConfigCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config",
+        abstract: "Create, inspect and change webhook configs (the webhook_configs table).",
+        subcommands: [Create.self, List.self, Show.self, Update.self, Enable.self, Disable.self, Delete.self,
+                      RotateSecret.self])
+
+    /// Columns shown for a config: never the secret itself.
+    static let columns = """
+        c.id, c.name, c.url, array_to_string(c.events, ',') AS events,
+        CASE WHEN c.secret IS NULL THEN 'none' ELSE 'set' END AS secret,
+        CASE WHEN c.is_active THEN 'active' ELSE 'disabled' END AS state,
+        coalesce(c.organization_id::text, '-') AS organization, c.max_attempts
+        """
+
+    static func validateURL(_ url: String) throws {
+        guard let parsed = URLComponents(string: url), let scheme = parsed.scheme?.lowercased(),
+              scheme == "http" || scheme == "https", let host = parsed.host, !host.isEmpty else {
+            throw CommandFailure("--url '\(url)' is not an absolute http:// or https:// URL (e.g. https://example.com/webhooks)")
+        }
+        if parsed.user != nil || parsed.password != nil {
+            throw CommandFailure("--url must not carry credentials (user:password@); receivers authenticate Herald by its signature")
+        }
+    }
+
+    static func validateEvents(_ list: String) throws -> [String] {
+        let events = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !events.isEmpty else { throw CommandFailure("--events must name at least one event type, or * for all") }
+        let unknown = events.filter { $0 != "*" && !EventCatalog.contains($0) }
+        guard unknown.isEmpty else {
+            throw CommandFailure("unknown event type(s) \(unknown.joined(separator: ", ")): expected * or any of \(EventCatalog.all.map(\.name).joined(separator: ", "))")
+        }
+        return events
+    }
+
+    /// 32 random bytes from the system's CSPRNG, as 64 hex characters.
+    static func generateSecret() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+    }
+
+    static func printSecretOnce(_ secret: String) {
+        print("secret: \(secret)")
+        print("(shown once: store it with the receiver now; Herald never prints it again)")
+    }
+
+    struct Create: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add a webhook config.")
+        @OptionGroup var database: DatabaseOptions
+        @Option(help: "Human-readable name.") var name: String
+        @Option(help: "Endpoint, an absolute http(s) URL.") var url: String
+        @Option(help: "Comma-separated event types, or * for all.") var events: String
+        @Option(help: "HMAC secret (better: --generate-secret).") var secret: String?
+        @Flag(name: .customLong("generate-secret"), help: "Generate a strong secret and print it once.")
+        var generateSecret = false
+        @Option(name: .customLong("org"), help: "Organization id (UUID).") var organization: String?
+        @Flag(help: "Create it disabled.") var inactive = false
+        @Option(name: .customLong("max-attempts"), help: "Attempts before failing (1–100), instead of the worker's.")
+        var maxAttempts: Int?
+
+        func validate() throws {
+            if name.trimmingCharacters(in: .whitespaces).isEmpty { throw CommandFailure("--name must not be empty") }
+            try ConfigCommand.validateURL(url)
+            _ = try ConfigCommand.validateEvents(events)
+            if secret != nil && generateSecret { throw CommandFailure("use either --secret or --generate-secret, not both") }
+            if secret == "" { throw CommandFailure("--secret must not be empty (omit it for unsigned requests)") }
+            if let organization { _ = try requireUUID("--org", organization) }
+            if let maxAttempts, !(1...100).contains(maxAttempts) {
+                throw CommandFailure("--max-attempts must be between 1 and 100")
+            }
+        }
+
+        func run() throws {
+            let connection = try database.connect()
+            let chosenSecret = generateSecret ? ConfigCommand.generateSecret() : secret
+            let id = try perform {
+                try connection.query("""
+                    INSERT INTO webhook_configs (name, url, events, secret, organization_id, is_active, max_attempts)
+                    VALUES ($1, $2, $3::text[], $4, $5::uuid, $6, $7::integer) RETURNING id
+                    """, [name, url, PostgresArray.literal(try ConfigCommand.validateEvents(events)), chosenSecret,
+                          organization, inactive ? "false" : "true", maxAttempts.map(String.init)]).scalar!
+            }
+            print("created config \(id) (\(name))")
+            if generateSecret, let chosenSecret { ConfigCommand.printSecretOnce(chosenSecret) }
+            if URLComponents(string: url)?.scheme?.lowercased() == "http" {
+                print("warning: \(url) is plain http; the documentation recommends https")
+            }
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List webhook configs (secrets masked).")
+        @OptionGroup var database: DatabaseOptions
+        @Flag(help: "One JSON object per line.") var json = false
+
+        func run() throws {
+            let connection = try database.connect()
+            let sql = "SELECT \(ConfigCommand.columns) FROM webhook_configs c ORDER BY c.created_at"
+            Output.table(try connection.query(json ? "SELECT row_to_json(t) FROM (\(sql)) t" : sql), json: json,
+                                empty: "no webhook configs (add one with herald config create)")
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one config and how its deliveries are doing.")
+        @OptionGroup var database: DatabaseOptions
+        @Argument(help: "Config id or name.") var config: String
+        @Flag(help: "One JSON object.") var json = false
+
+        func run() throws {
+            let connection = try database.connect()
+            let id = try resolveConfig(config, on: connection)
+            let sql = """
+                SELECT \(ConfigCommand.columns), c.created_at, c.updated_at, s.attempts_24h, s.success_rate_pct,
+                       s.pending, s.failed, s.last_error
+                  FROM webhook_configs c JOIN webhook_config_stats s ON s.config_id = c.id WHERE c.id = $1
+                """
+            let result = try connection.query(json ? "SELECT row_to_json(t) FROM (\(sql)) t" : sql, [id])
+            if json {
+                print(result.scalar ?? "null")
+                return
+            }
+            for (column, value) in zip(result.columns, result.rows[0]) {
+                print("\(column.padding(toLength: 17, withPad: " ", startingAt: 0)) \(value ?? "-")")
+            }
+        }
+    }
+
+    struct Update: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Change a config's fields; others stay as they are.")
+        @OptionGroup var database: DatabaseOptions
+        @Argument(help: "Config id or name.") var config: String
+        @Option var name: String?
+        @Option var url: String?
+        @Option(help: "Comma-separated event types, or * for all.") var events: String?
+        @Option var secret: String?
+        @Flag(name: .customLong("generate-secret")) var generateSecret = false
+        @Flag(name: .customLong("no-secret"), help: "Send unsigned requests from now on.") var noSecret = false
+        @Option(name: .customLong("org")) var organization: String?
+        @Option(name: .customLong("max-attempts")) var maxAttempts: Int?
+
+        func validate() throws {
+            if let url { try ConfigCommand.validateURL(url) }
+            if let events { _ = try ConfigCommand.validateEvents(events) }
+            if [secret != nil, generateSecret, noSecret].filter({ $0 }).count > 1 {
+                throw CommandFailure("use one of --secret, --generate-secret and --no-secret")
+            }
+            if let organization { _ = try requireUUID("--org", organization) }
+            if let name, name.trimmingCharacters(in: .whitespaces).isEmpty { throw CommandFailure("--name must not be empty") }
+        }
+
+        func run() throws {
+            let connection = try database.connect()
+            let id = try resolveConfig(config, on: connection)
+            let newSecret = generateSecret ? ConfigCommand.generateSecret() : secret
+            var assignments: [String] = []
+            var parameters: [String?] = [id]
+            func set(_ column: String, _ value: String?, cast: String = "") {
+                parameters.append(value)
+                assignments.append("\(column) = $\(parameters.count)\(cast)")
+            }
+            if let name { set("name", name) }
+            if let url { set("url", url) }
+            if let events { set("events", PostgresArray.literal(try ConfigCommand.validateEvents(events)), cast: "::text[]") }
+            if let newSecret { set("secret", newSecret) }
+            if noSecret { assignments.append("secret = NULL") }
+            if let organization { set("organization_id", organization, cast: "::uuid") }
+            if let maxAttempts { set("max_attempts", String(maxAttempts), cast: "::integer") }
+            guard !assignments.isEmpty else { throw CommandFailure("nothing to change: pass at least one option") }
+            try perform {
+                try connection.query("UPDATE webhook_configs SET \(assignments.joined(separator: ", ")) WHERE id = $1", parameters)
+            }
+            print("updated config \(id)")
+            if generateSecret, let newSecret { ConfigCommand.printSecretOnce(newSecret) }
+        }
+    }
+
+    struct Enable: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Resume deliveries to a config.")
+        @OptionGroup var database: DatabaseOptions
+        @Argument(help: "Config id or name.") var config: String
+        func run() throws { try setActive(database, config, true) }
+    }
+
+    struct Disable: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Stop deliveries to a config.",
+            discussion: "New events no longer fan out to it; deliveries already queued fail without being sent (replay them after enabling).")
+        @OptionGroup var database: DatabaseOptions
+        @Argument(help: "Config id or name.") var config: String
+        func run() throws { try setActive(database, config, false) }
+    }
+
+    struct Delete: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Delete a config and its queued deliveries (webhook_logs history is kept).")
+        @OptionGroup var database: DatabaseOptions
+        @Argument(help: "Config id or name.") var config: String
+        func run() throws {
+            let connection = try database.connect()
+            let id = try resolveConfig(config, on: connection)
+            let deliveries = try connection.transaction { connection -> String in
+                let count = try connection.query("SELECT count(*) FROM webhook_deliveries WHERE config_id = $1", [id]).scalar ?? "0"
+                try connection.query("DELETE FROM webhook_configs WHERE id = $1", [id])
+                return count
+            }
+            print("deleted config \(id) and its \(deliveries) deliveries")
+        }
+    }
+
+    struct RotateSecret: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rotate-secret", abstract: "Replace a config's secret with a new generated one, printed once.")
+        @OptionGroup var database: DatabaseOptions
+        @Argument(help: "Config id or name.") var config: String
+        func run() throws {
+            let connection = try database.connect()
+            let id = try resolveConfig(config, on: connection)
+            let secret = ConfigCommand.generateSecret()
+            try connection.query("UPDATE webhook_configs SET secret = $2 WHERE id = $1", [id, secret])
+            print("rotated the secret of config \(id); requests are signed with the new one from now on")
+            ConfigCommand.printSecretOnce(secret)
+        }
+    }
+}
+
+private func setActive(_ database: DatabaseOptions, _ reference: String, _ active: Bool) throws {
+    let connection = try database.connect()
+    let id = try resolveConfig(reference, on: connection)
+    try connection.query("UPDATE webhook_configs SET is_active = $2 WHERE id = $1", [id, active ? "true" : "false"])
+    print("\(active ? "enabled" : "disabled") config \(id)")
+}
