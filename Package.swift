@@ -10,7 +10,8 @@ let package = Package(
     name: "herald",
     platforms: [.macOS(.v14)],
     products: [
-        .executable(name: "herald", targets: ["herald"])
+        .executable(name: "herald", targets: ["herald"]),
+        .executable(name: "herald-naive-baseline", targets: ["herald-naive-baseline"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -45,6 +46,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strict),
+        // The benchmark's baseline (scripts/bench): one delivery per transaction. Not shipped.
+        .executableTarget(
+            name: "herald-naive-baseline",
+            dependencies: ["HeraldCore", "HeraldSigning", "HeraldPostgres", "HeraldHTTP"],
             swiftSettings: strict),
 
         .target(
