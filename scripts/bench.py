@@ -383,6 +383,8 @@ def main():
     parser.add_argument("--backlog-deliveries", type=int, default=1_000_000)
     parser.add_argument("--backlog-logs", type=int, default=5_000_000)
     parser.add_argument("--skip-backlog", action="store_true", help="leave out the backlog scenario")
+    parser.add_argument("--profile", action="store_true",
+                        help="print the top statements by total time (pg_stat_statements) after the drain runs")
     parser.add_argument("--output", default=os.path.join(BENCH, "results.json"))
     args = parser.parse_args()
     if args.quick:
@@ -402,10 +404,18 @@ def main():
         subprocess.run([os.path.join(BIN, "herald"), "migrate", "--database-url", pg.url,
                         "--sql-dir", os.path.join(ROOT, "sql")], check=True, capture_output=True)
         nginx = Nginx(os.path.join(BENCH, "nginx"))
+        pg.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        pg.sql("SELECT pg_stat_statements_reset()")
         for k in workers:
             log(f"drain: {args.events:,} events x {args.fanout}, {k} worker(s)")
             results["runs"].append(drain(pg, nginx.url, args.events, args.fanout, args.payload, k, args.concurrency))
         best = max(workers)
+        if args.profile:
+            results["profile"] = pg.sql(
+                "SELECT round(total_exec_time::numeric, 0) || ' ms total | ' || calls || ' calls | ' || rows || ' rows | ' "
+                "|| round((total_exec_time / greatest(calls, 1))::numeric, 3) || ' ms/call | ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 90) "
+                "FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 8").splitlines()
+            log("\n".join(["top statements during the drain runs:"] + results["profile"]))
         log(f"naive baseline: {args.naive_events:,} events, {best} process(es)")
         results["runs"].append(naive(pg, nginx.url, args.naive_events, args.payload, best))
         for rate in [int(r) for r in args.rates.split(",")]:

@@ -30,7 +30,14 @@ RETURNS TABLE (
     max_attempts integer,  -- the delivery's, else the config's; NULL: the worker's default applies
     is_active    boolean
 )
-LANGUAGE sql AS $$
+LANGUAGE plpgsql
+-- Planned for the actual batch size on every call. A generic plan (what a LANGUAGE sql function or a reused
+-- prepared statement gets) cannot see that LIMIT is small, guesses thousands of rows and hash-joins the whole
+-- webhook_events table: measured 11 ms per claim of 64 instead of 3 ms.
+SET plan_cache_mode = force_custom_plan
+AS $$
+BEGIN
+    RETURN QUERY
     WITH due AS (
         SELECT d.id
           FROM webhook_deliveries d
@@ -55,6 +62,7 @@ LANGUAGE sql AS $$
     RETURNING d.id, d.lease_token, d.attempts, e.id, e.event_type,
               to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
               e.data::text, c.id, c.url, c.secret, coalesce(d.max_attempts, c.max_attempts), c.is_active;
+END
 $$;
 
 -- ---------------------------------------------------------------------------------------------------------

@@ -13,11 +13,17 @@ public enum CompactJSON {
     public static func compact(_ json: String) -> [UInt8] {
         var output: [UInt8] = []
         output.reserveCapacity(json.utf8.count)
-        compact(json.utf8, into: &output)
+        compact(json, into: &output)
         return output
     }
 
-    public static func compact<Bytes: Sequence>(_ json: Bytes, into output: inout [UInt8]) where Bytes.Element == UInt8 {
+    public static func compact(_ json: String, into output: inout [UInt8]) {
+        var json = json
+        // One contiguous UTF-8 buffer: iterating String.UTF8View byte by byte was measured 5× slower.
+        json.withUTF8 { compact($0, into: &output) }
+    }
+
+    public static func compact(_ json: UnsafeBufferPointer<UInt8>, into output: inout [UInt8]) {
         var inString = false
         var escaped = false
         for byte in json {

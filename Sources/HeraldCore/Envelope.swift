@@ -24,7 +24,7 @@ public struct Envelope: Sendable {
         body.append(contentsOf: #","timestamp":"#.utf8)
         JSONString.append(timestamp, to: &body)
         body.append(contentsOf: #","data":"#.utf8)
-        CompactJSON.compact(dataJSON.utf8, into: &body)
+        CompactJSON.compact(dataJSON, into: &body)
         body.append(UInt8(ascii: "}"))
         return body
     }

@@ -5,25 +5,32 @@
 /// travels as a handful of parameters instead of thousands.
 public enum PostgresArray {
     /// Every element is double-quoted with `"` and `\` escaped, so no element can break out of the literal.
+    /// Built as bytes: a batch carries every payload and response body, and appending to a `String` one
+    /// character at a time was, measured with callgrind, the worker's largest cost.
     public static func literal<S: Sequence>(_ elements: S) -> String where S.Element == String? {
-        var text = "{"
+        var bytes: [UInt8] = [UInt8(ascii: "{")]
         var first = true
         for element in elements {
-            if !first { text.append(",") }
+            if !first { bytes.append(UInt8(ascii: ",")) }
             first = false
-            guard let element else {
-                text.append("NULL")
+            guard var element else {
+                bytes.append(contentsOf: "NULL".utf8)
                 continue
             }
-            text.append("\"")
-            for character in element.unicodeScalars {
-                if character == "\"" || character == "\\" { text.unicodeScalars.append("\\") }
-                text.unicodeScalars.append(character)
+            bytes.append(UInt8(ascii: "\""))
+            element.withUTF8 { utf8 in
+                var start = 0
+                for index in utf8.indices where utf8[index] == UInt8(ascii: "\"") || utf8[index] == UInt8(ascii: "\\") {
+                    bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[start..<index]))
+                    bytes.append(UInt8(ascii: "\\"))
+                    start = index
+                }
+                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[start...]))
             }
-            text.append("\"")
+            bytes.append(UInt8(ascii: "\""))
         }
-        text.append("}")
-        return text
+        bytes.append(UInt8(ascii: "}"))
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     public static func literal<S: Sequence>(_ elements: S) -> String where S.Element == String {
