@@ -15,6 +15,9 @@ CREATE TABLE webhook_configs (
     is_active       boolean NOT NULL DEFAULT true,
     -- Overrides the worker's HERALD_MAX_ATTEMPTS for this endpoint when set.
     max_attempts    integer NULL,
+    -- Why and when Herald disabled it by itself (e.g. the endpoint answered 410 Gone); NULL otherwise.
+    disabled_reason text NULL,
+    disabled_at     timestamptz NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
@@ -78,6 +81,11 @@ BEGIN
 
     IF TG_OP = 'UPDATE' THEN
         NEW.updated_at := now();
+        -- Enabling a config again clears the reason it was disabled for.
+        IF NEW.is_active AND NOT OLD.is_active THEN
+            NEW.disabled_reason := NULL;
+            NEW.disabled_at := NULL;
+        END IF;
     END IF;
     RETURN NEW;
 END

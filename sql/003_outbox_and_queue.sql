@@ -87,11 +87,15 @@ CREATE TABLE webhook_deliveries (
     UNIQUE (event_id, config_id)
 );
 
--- The claim index. Partial: only pending rows are in it, so it stays as small as the backlog however many
--- millions of finished deliveries the table holds, and the claim's "ORDER BY next_attempt_at LIMIT n" reads
--- just the first n entries. Leased rows stay in it with next_attempt_at = lease expiry, i.e. in the future,
--- so they are only reached again when their lease has expired.
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+-- The claim index. Partial: only rows waiting for an attempt are in it, so it stays as small as the backlog
+-- however many millions of finished deliveries the table holds, and the claim's "ORDER BY next_attempt_at
+-- LIMIT n" reads just the first n entries. A claim takes its row out (lease_token is set), a retry puts it back.
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+    WHERE status = 'pending' AND lease_token IS NULL;
+
+-- The leases, ordered by expiry: herald_rescue finds expired ones without stepping over the due backlog.
+-- Holds only deliveries in flight (at most the workers' total concurrency).
+CREATE INDEX webhook_deliveries_leased ON webhook_deliveries (next_attempt_at) WHERE lease_token IS NOT NULL;
 
 -- Operator look-ups and the ON DELETE CASCADE from webhook_configs.
 CREATE INDEX webhook_deliveries_config ON webhook_deliveries (config_id, status);

@@ -98,7 +98,14 @@ LANGUAGE sql AS $$
           FROM r
          WHERE d.id = r.delivery_id
            AND d.lease_token = r.lease_token      -- the fence
-        RETURNING d.id
+        RETURNING d.id, d.config_id, r.response_status
+    ), gone AS (
+        -- 410 Gone: the receiver says the endpoint is gone for good (Standard Webhooks): stop sending to it.
+        UPDATE webhook_configs c
+           SET is_active = false, disabled_at = now(),
+               disabled_reason = 'the endpoint answered 410 Gone; enable the config again once it is back'
+         WHERE c.is_active AND c.id IN (SELECT config_id FROM applied WHERE response_status = 410)
+        RETURNING c.id
     ), logged AS (
         INSERT INTO webhook_logs (delivery_id, event_id, config_id, event_type, attempt, outcome, payload,
                                   response_status, response_body, error, duration_ms, worker)

@@ -28,7 +28,8 @@ public enum AttemptOutcome: Sendable, Equatable {
     public static func decide(attempt: Int, responseStatus: Int?, retryAfter: Duration?, maxAttempts: Int,
                               policy: RetryPolicy, random: Double) -> AttemptOutcome {
         if let status = responseStatus, (200..<300).contains(status) { return .delivered }
-        if attempt >= maxAttempts { return .failed }
+        // 410 Gone means "never again": retrying would only hammer it (the config is disabled as well).
+        if attempt >= maxAttempts || responseStatus == 410 { return .failed }
         let honoured = (responseStatus == 429 || responseStatus == 503) ? retryAfter : nil
         return .retry(after: policy.delay(afterAttempt: attempt, retryAfter: honoured, random: random))
     }

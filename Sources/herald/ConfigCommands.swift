@@ -116,7 +116,8 @@ struct ConfigCommand: ParsableCommand {
             let connection = try database.connect()
             let id = try resolveConfig(config, on: connection)
             let sql = """
-                SELECT \(ConfigCommand.columns), c.created_at, c.updated_at, s.attempts_24h, s.success_rate_pct,
+                SELECT \(ConfigCommand.columns), c.disabled_reason, c.disabled_at, c.created_at, c.updated_at,
+                       s.attempts_24h, s.success_rate_pct,
                        s.pending, s.failed, s.last_error
                   FROM webhook_configs c JOIN webhook_config_stats s ON s.config_id = c.id WHERE c.id = $1
                 """

@@ -1,0 +1,136 @@
+import Foundation
+import HeraldPostgres
+import HeraldTestSupport
+import Testing
+
+/// Secrets stay secret, and the chaos test holds at a small size.
+@Suite struct HardeningTests {
+    @Test func secretNeverAppearsInOutputLogsOrDatabaseHistory() throws {
+        let fixture = try Fixture()
+        let secret = "S3cr3t-canary-\(UUID().uuidString)"
+        let receiver = try TestReceiver { _, index in index == 0 ? .status(500, body: "no") : .status(200) }
+        let config = try fixture.addConfig(name: "guarded", url: receiver.url, secret: secret)
+        try fixture.emit()
+        let worker = try fixture.startWorker(["HERALD_LOG_LEVEL": "trace"])
+        #expect(try fixture.waitUntilSettled())
+        worker.terminate()
+        #expect(worker.waitForExit(timeout: 10))
+        var outputs = [worker.output]
+        let environment = ["DATABASE_URL": fixture.database.url]
+        for arguments in [["config", "list"], ["config", "list", "--json"], ["config", "show", config],
+                          ["config", "show", config, "--json"], ["logs"], ["logs", "--json"], ["deliveries", "--json"],
+                          ["stats", "--json"], ["show", try fixture.scalar("SELECT id FROM webhook_deliveries")!],
+                          ["show", try fixture.scalar("SELECT id FROM webhook_deliveries")!, "--json"]] {
+            let result = try HeraldProcess.run(arguments, environment: environment)
+            #expect(result.status == 0, "\(arguments): \(result.output)")
+            outputs.append(result.output)
+        }
+        for output in outputs {
+            #expect(!output.contains(secret))
+        }
+        #expect(outputs.joined().contains("guarded"))
+        #expect(try fixture.count("SELECT count(*) FROM webhook_logs l WHERE l::text LIKE '%' || $1 || '%'", [secret]) == 0)
+        #expect(try fixture.count("SELECT count(*) FROM webhook_logs") == 2)
+        // The worker's start-up line shows the database URL with its password masked.
+        let password = try #require(URL(string: fixture.database.url)?.password)
+        #expect(!worker.output.contains(password))
+        #expect(worker.output.contains(":***@"))
+    }
+
+    @Test func chaosAtSmallSizeLosesNothing() throws {
+        let root = try TestEnvironment.projectRoot()
+        let result = try ChildProcess.run("python3", [root.appendingPathComponent("scripts/chaos.py").path, "--quick"],
+                                          timeout: 300)
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.output.contains("lost            0"))
+        #expect(result.output.contains("RESULT          PASS"))
+    }
+}
+
+/// Endpoints that say they are gone, and TLS endpoints Herald should not trust.
+@Suite struct EndpointTests {
+    @Test func goneEndpointIsDisabledWithAReasonAndNotRetried() throws {
+        let fixture = try Fixture()
+        let receiver = try TestReceiver { _, _ in .status(410, body: "gone") }
+        let config = try fixture.addConfig(name: "retired", url: receiver.url)
+        try fixture.emit()
+        _ = try fixture.startWorker()
+        #expect(try fixture.waitUntilSettled())
+        #expect(receiver.requests.count == 1)
+        #expect(try fixture.scalar("SELECT status || ' ' || attempts FROM webhook_deliveries") == "failed 1")
+        let row = try fixture.connection.query(
+            "SELECT is_active, disabled_reason, disabled_at IS NOT NULL FROM webhook_configs WHERE id = $1", [config]).rows[0]
+        #expect(row[0] == "f" && row[1]?.contains("410 Gone") == true && row[2] == "t")
+        // No new deliveries for it; enabling it again clears the reason.
+        try fixture.emit()
+        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries") == 1)
+        let shown = try HeraldProcess.run(["config", "show", "retired"], environment: ["DATABASE_URL": fixture.database.url])
+        #expect(shown.output.contains("410 Gone"))
+        try fixture.connection.query("UPDATE webhook_configs SET is_active = true WHERE id = $1", [config])
+        #expect(try fixture.scalar("SELECT disabled_reason IS NULL FROM webhook_configs WHERE id = $1", [config]) == "t")
+    }
+
+    @Test func untrustedCertificateFailsClearlyAndACAFileFixesIt() throws {
+        let fixture = try Fixture()
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("tls-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let cert = folder.appendingPathComponent("cert.pem").path
+        let key = folder.appendingPathComponent("key.pem").path
+        _ = try runTool("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+        let port = try freeLoopbackPort()
+        let server = try ChildProcess(
+            executable: "python3",
+            arguments: ["-c", """
+                import http.server, ssl, sys
+                class H(http.server.BaseHTTPRequestHandler):
+                    protocol_version = 'HTTP/1.1'
+                    def do_POST(self):
+                        self.rfile.read(int(self.headers['Content-Length']))
+                        self.send_response(200); self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'ok')
+                    def log_message(self, *a): pass
+                s = http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H)
+                c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain(sys.argv[2], sys.argv[3])
+                s.socket = c.wrap_socket(s.socket, server_side=True)
+                s.serve_forever()
+                """, String(port), cert, key],
+            environment: ProcessInfo.processInfo.environment, outputPath: folder.appendingPathComponent("server.log").path)
+        defer { server.signal(SIGKILL); _ = server.waitForExit(timeout: 5) }
+        #expect(eventually(timeout: 10) { (try? connectLoopback(port)) == true })
+
+        try fixture.addConfig(name: "tls", url: "https://127.0.0.1:\(port)/hook", maxAttempts: 1)
+        try fixture.emit()
+        let strict = try fixture.startWorker()
+        #expect(try fixture.waitUntilSettled())
+        let error = try fixture.scalar("SELECT last_error FROM webhook_deliveries")
+        #expect(error?.hasPrefix("TLS error:") == true, "\(String(describing: error))")
+        strict.terminate()
+        #expect(strict.waitForExit(timeout: 10))
+
+        try fixture.connection.query("DELETE FROM webhook_events")
+        try fixture.emit()
+        _ = try fixture.startWorker(["HERALD_CA_FILE": cert])
+        #expect(try fixture.waitUntilSettled())
+        #expect(try fixture.scalar("SELECT status FROM webhook_deliveries") == "delivered")
+    }
+}
+
+private func freeLoopbackPort() throws -> Int {
+    let receiver = try TestReceiver()
+    let port = receiver.port
+    receiver.stop()
+    return port
+}
+
+private func connectLoopback(_ port: Int) throws -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = UInt16(port).bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    } == 0
+}

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Herald's chaos test (run it through scripts/chaos).
+
+A receiver on loopback answers each request at random: 500, a hang past the worker's timeout, a connection
+reset, or 200. Three workers drain N events x 2 configs while one of them is SIGKILLed and restarted every
+fraction of a second, and PostgreSQL is restarted once mid-run. At the end every delivery must be `delivered`,
+the receiver must have accepted every (event, config), every attempt must have a webhook_logs row, and no lease
+may be left. Exit status 0 only if all of that holds.
+"""
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+from harness import ROOT, Postgres, free_port
+
+HERALD = os.environ.get("HERALD_BIN", os.path.join(ROOT, ".build/release/herald"))
+
+
+class ChaosReceiver(threading.Thread):
+    """Answers at random; remembers which X-Webhook-Id it accepted (answered 200) and how often."""
+
+    def __init__(self, timeout_s, seed):
+        super().__init__(daemon=True)
+        self.port = free_port()
+        self.timeout_s = timeout_s
+        self.random = random.Random(seed)
+        self.accepted = {}
+        self.requests = 0
+        self.ready = threading.Event()
+
+    def run(self):
+        async def handle(reader, writer):
+            try:
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length, delivery = 0, None
+                    for line in head.split(b"\r\n"):
+                        name, _, value = line.partition(b":")
+                        if name.lower() == b"content-length":
+                            length = int(value)
+                        elif name.lower() == b"x-webhook-id":
+                            delivery = value.strip().decode()
+                    await reader.readexactly(length)
+                    self.requests += 1
+                    roll = self.random.random()
+                    if roll < 0.15:
+                        writer.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\nboom")
+                    elif roll < 0.20:
+                        await asyncio.sleep(self.timeout_s * 2)
+                        writer.close()
+                        return
+                    elif roll < 0.25:
+                        sock = writer.get_extra_info("socket")
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        writer.transport.abort()
+                        return
+                    else:
+                        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        self.accepted[delivery] = self.accepted.get(delivery, 0) + 1
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError, OSError):
+                writer.close()
+
+        async def main():
+            server = await asyncio.start_server(handle, "127.0.0.1", self.port, backlog=4096)
+            self.ready.set()
+            async with server:
+                await server.serve_forever()
+
+        asyncio.run(main())
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Herald's chaos test.")
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--kill-every", type=float, default=1.0, help="mean seconds between SIGKILLs (default 1)")
+    parser.add_argument("--timeout", type=int, default=600, help="give up after this many seconds")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="1,000 events: the size the test suite runs")
+    args = parser.parse_args()
+    if args.quick:
+        args.events = 1_000
+    rng = random.Random(args.seed)
+
+    directory = os.path.join(ROOT, ".chaos", f"pg-{os.getpid()}")
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(os.path.dirname(directory), exist_ok=True)
+    pg = Postgres(directory, fast=True)
+    receiver = ChaosReceiver(timeout_s=0.5, seed=args.seed)
+    receiver.start()
+    receiver.ready.wait()
+    workers = {}
+    kills = restarts = 0
+    env = dict(os.environ, DATABASE_URL=pg.url, HERALD_ALLOWED_NETWORKS="127.0.0.0/8", HERALD_TIMEOUT_MS="500",
+               HERALD_BACKOFF_BASE_MS="50", HERALD_BACKOFF_MAX_MS="1000", HERALD_MAX_ATTEMPTS="100",
+               HERALD_LEASE_MS="2000", HERALD_POLL_MS="100", HERALD_CONCURRENCY="64", HERALD_LOG_LEVEL="error")
+
+    def start(index):
+        workers[index] = subprocess.Popen([HERALD, "work", "--worker-id", f"chaos-{index}"], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    try:
+        pg.migrate(HERALD)
+        for name in ("a", "b"):
+            pg.sql(f"INSERT INTO webhook_configs (name, url, events, secret) "
+                   f"VALUES ('{name}', 'http://127.0.0.1:{receiver.port}/{name}', '{{*}}', 'chaos-secret')")
+        pg.sql(f"INSERT INTO webhook_events (event_type, data) SELECT 'message.sent', jsonb_build_object('n', i) "
+               f"FROM generate_series(1, {args.events}) AS i")
+        expected = args.events * 2
+        started = time.time()
+        for index in range(args.workers):
+            start(index)
+        restarted_pg = False
+        next_kill = time.time() + rng.expovariate(1 / args.kill_every)
+        delivered = 0
+        while time.time() - started < args.timeout:
+            time.sleep(0.1)
+            now = time.time()
+            if now >= next_kill:
+                victim = rng.randrange(args.workers)
+                workers[victim].kill()
+                workers[victim].wait()
+                kills += 1
+                start(victim)
+                next_kill = now + rng.expovariate(1 / args.kill_every)
+            try:
+                delivered = pg.scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'")
+            except subprocess.CalledProcessError:
+                continue  # PostgreSQL is restarting
+            if not restarted_pg and delivered >= expected // 3:
+                pg.restart()
+                restarted_pg = True
+                restarts += 1
+            if delivered == expected:
+                break
+        elapsed = time.time() - started
+        for process in workers.values():
+            process.send_signal(signal.SIGTERM)
+        for process in workers.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+        ids = pg.sql("SELECT id FROM webhook_deliveries WHERE status = 'delivered'").split()
+        not_delivered = expected - len(ids)
+        never_accepted = sum(1 for d in ids if d not in receiver.accepted)
+        lost = not_delivered + never_accepted
+        duplicates = sum(count - 1 for count in receiver.accepted.values() if count > 1)
+        attempts = pg.scalar("SELECT count(*) FROM webhook_logs")
+        unlogged = pg.scalar("SELECT count(*) FROM webhook_deliveries d WHERE d.attempts <> "
+                             "(SELECT count(DISTINCT attempt) FROM webhook_logs l WHERE l.delivery_id = d.id)")
+        leased = pg.scalar("SELECT count(*) FROM webhook_deliveries WHERE lease_token IS NOT NULL")
+        lost_attempts = pg.scalar("SELECT count(*) FROM webhook_logs WHERE outcome = 'lost'")
+        print(f"deliveries      {expected:,} ({args.events:,} events x 2 configs, {args.workers} workers)")
+        print(f"lost            {lost}  (not delivered: {not_delivered}, delivered but never accepted: {never_accepted})")
+        print(f"duplicates      {duplicates} ({duplicates / expected:.2%} of deliveries accepted more than once)")
+        print(f"attempts        {attempts:,} logged ({attempts / expected:.2f} per delivery; "
+              f"{lost_attempts} lost with a killed worker); receiver saw {receiver.requests:,} requests")
+        print(f"unlogged        {unlogged} deliveries whose attempts are not all in webhook_logs")
+        print(f"leased at end   {leased}")
+        print(f"faults          {kills} SIGKILLs, {restarts} PostgreSQL restart")
+        print(f"drain time      {elapsed:.1f} s")
+        ok = lost == 0 and unlogged == 0 and leased == 0 and restarts == 1
+        print("RESULT          " + ("PASS" if ok else "FAIL"))
+        sys.exit(0 if ok else 1)
+    finally:
+        for process in workers.values():
+            if process.poll() is None:
+                process.kill()
+        pg.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
