@@ -11,7 +11,6 @@ Standard library only; it talks to PostgreSQL through psql and pgbench.
 """
 import argparse
 import asyncio
-import glob
 import json
 import os
 import shutil
@@ -22,83 +21,14 @@ import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from harness import ROOT, Postgres, free_port, pg_bin, proc_cpu, proc_status, serve_http
+
 BENCH = os.path.join(ROOT, ".bench")
 BIN = os.environ.get("HERALD_BENCH_BIN", os.path.join(ROOT, ".build/release"))
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def log(message):
     print(message, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pg_bin(name):
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return found[-1] if found else shutil.which(name)
-
-
-class Postgres:
-    def __init__(self, directory):
-        self.directory = directory
-        out = subprocess.run(["bash", os.path.join(ROOT, "scripts/pg"), "start", "--dir", directory],
-                             check=True, capture_output=True, text=True).stdout
-        self.url = [l for l in out.splitlines() if l.startswith("DATABASE_URL=")][0][len("DATABASE_URL="):]
-        self.port = open(os.path.join(directory, "port")).read().strip()
-        self.password = open(os.path.join(directory, "password")).read().strip()
-        self.env = dict(os.environ, PGPASSWORD=self.password)
-
-    def sql(self, statement):
-        out = subprocess.run([pg_bin("psql"), "-XAtq", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", self.port,
-                              "-U", "herald", "-d", "herald", "-c", statement],
-                             check=True, capture_output=True, text=True, env=self.env).stdout
-        return out.strip()
-
-    def scalar(self, statement):
-        return int(self.sql(statement) or 0)
-
-    def cpu_seconds(self):
-        """CPU used so far by the postmaster and every backend (children of the postmaster)."""
-        postmaster = int(open(os.path.join(self.directory, "data", "postmaster.pid")).readline())
-        total = proc_cpu(postmaster)
-        for pid in os.listdir("/proc"):
-            if pid.isdigit():
-                try:
-                    with open(f"/proc/{pid}/stat") as f:
-                        fields = f.read().rsplit(")", 1)[1].split()
-                    if int(fields[1]) == postmaster:
-                        total += (int(fields[11]) + int(fields[12])) / TICKS
-                except (OSError, IndexError):
-                    pass
-        return total
-
-    def stop(self):
-        subprocess.run(["bash", os.path.join(ROOT, "scripts/pg"), "stop", "--dir", self.directory])
-
-
-def proc_cpu(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
-    except OSError:
-        return 0.0
-
-
-def proc_status(pid, key):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 class Nginx:
@@ -177,28 +107,11 @@ class SlowReceiver(threading.Thread):
         self.ready = threading.Event()
 
     def run(self):
-        async def handle(reader, writer):
-            try:
-                while True:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    length = 0
-                    for line in head.split(b"\r\n"):
-                        if line.lower().startswith(b"content-length:"):
-                            length = int(line.split(b":")[1])
-                    await reader.readexactly(length)
-                    await asyncio.sleep(1)
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    await writer.drain()
-            except (asyncio.IncompleteReadError, ConnectionError):
-                writer.close()
+        async def respond(headers):
+            await asyncio.sleep(1)
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
-        async def main():
-            server = await asyncio.start_server(handle, "127.0.0.1", self.port, backlog=4096)
-            self.ready.set()
-            async with server:
-                await server.serve_forever()
-
-        asyncio.run(main())
+        serve_http(self.port, respond, self.ready)
 
     @property
     def url(self):
@@ -401,8 +314,7 @@ def main():
     nginx = None
     results = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}, "args": vars(args), "runs": []}
     try:
-        subprocess.run([os.path.join(BIN, "herald"), "migrate", "--database-url", pg.url,
-                        "--sql-dir", os.path.join(ROOT, "sql")], check=True, capture_output=True)
+        pg.migrate(os.path.join(BIN, "herald"))
         nginx = Nginx(os.path.join(BENCH, "nginx"))
         pg.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         pg.sql("SELECT pg_stat_statements_reset()")

@@ -13,14 +13,12 @@ import os
 import random
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
 
-from harness import ROOT, Postgres, free_port
+from harness import ROOT, Postgres, free_port, serve_http
 
 HERALD = os.environ.get("HERALD_BIN", os.path.join(ROOT, ".build/release/herald"))
 
@@ -38,45 +36,21 @@ class ChaosReceiver(threading.Thread):
         self.ready = threading.Event()
 
     def run(self):
-        async def handle(reader, writer):
-            try:
-                while True:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    length, delivery = 0, None
-                    for line in head.split(b"\r\n"):
-                        name, _, value = line.partition(b":")
-                        if name.lower() == b"content-length":
-                            length = int(value)
-                        elif name.lower() == b"x-webhook-id":
-                            delivery = value.strip().decode()
-                    await reader.readexactly(length)
-                    self.requests += 1
-                    roll = self.random.random()
-                    if roll < 0.15:
-                        writer.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\nboom")
-                    elif roll < 0.20:
-                        await asyncio.sleep(self.timeout_s * 2)
-                        writer.close()
-                        return
-                    elif roll < 0.25:
-                        sock = writer.get_extra_info("socket")
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                        writer.transport.abort()
-                        return
-                    else:
-                        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                        self.accepted[delivery] = self.accepted.get(delivery, 0) + 1
-                    await writer.drain()
-            except (asyncio.IncompleteReadError, ConnectionError, OSError):
-                writer.close()
+        async def respond(headers):
+            self.requests += 1
+            roll = self.random.random()
+            if roll < 0.15:
+                return b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\nboom"
+            if roll < 0.20:
+                await asyncio.sleep(self.timeout_s * 2)
+                return None  # hang past the worker's timeout, then close
+            if roll < 0.25:
+                return "reset"
+            delivery = headers.get("x-webhook-id")
+            self.accepted[delivery] = self.accepted.get(delivery, 0) + 1
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
-        async def main():
-            server = await asyncio.start_server(handle, "127.0.0.1", self.port, backlog=4096)
-            self.ready.set()
-            async with server:
-                await server.serve_forever()
-
-        asyncio.run(main())
+        serve_http(self.port, respond, self.ready)
 
 
 def main():

@@ -1,8 +1,10 @@
 """Shared pieces of scripts/bench.py and scripts/chaos.py: a PostgreSQL of their own, /proc readings, ports."""
+import asyncio
 import glob
 import os
 import shutil
 import socket
+import struct
 import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,3 +90,41 @@ class Postgres:
 
     def stop(self):
         subprocess.run(["bash", os.path.join(ROOT, "scripts/pg"), "stop", "--dir", self.directory])
+
+
+def serve_http(port, respond, ready):
+    """A minimal HTTP/1.1 keep-alive server on 127.0.0.1:port, run forever in the calling thread.
+
+    `respond(headers)` (lower-cased names) is awaited per request and returns the raw response bytes, None to
+    close the connection without answering, or "reset" to abort it with a TCP RST.
+    """
+    async def handle(reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                headers = {}
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    headers[name.strip().lower().decode()] = value.strip().decode()
+                await reader.readexactly(int(headers.get("content-length", "0")))
+                answer = await respond(headers)
+                if answer is None:
+                    writer.close()
+                    return
+                if answer == "reset":
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                    return
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=4096)
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
