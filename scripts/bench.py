@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -307,8 +308,8 @@ def main():
     workers = [int(k) for k in args.workers.split(",")]
 
     os.makedirs(BENCH, exist_ok=True)
-    pg_dir = os.path.join(BENCH, "pg")
-    shutil.rmtree(pg_dir, ignore_errors=True)
+    # Under /tmp, not the checkout: PostgreSQL runs as another user, who may not reach a private home folder.
+    pg_dir = tempfile.mkdtemp(prefix="herald-bench-pg-")
     log("starting PostgreSQL and nginx")
     pg = Postgres(pg_dir)
     nginx = None
@@ -346,6 +347,7 @@ def main():
         if nginx:
             nginx.stop()
         pg.stop()
+        shutil.rmtree(pg_dir, ignore_errors=True)
 
     report(results, best)
     with open(args.output, "w") as f:

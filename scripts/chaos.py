@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -66,9 +67,8 @@ def main():
         args.events = 1_000
     rng = random.Random(args.seed)
 
-    directory = os.path.join(ROOT, ".chaos", f"pg-{os.getpid()}")
-    shutil.rmtree(directory, ignore_errors=True)
-    os.makedirs(os.path.dirname(directory), exist_ok=True)
+    # Under /tmp, not the checkout: PostgreSQL runs as another user, who may not reach a private home folder.
+    directory = tempfile.mkdtemp(prefix="herald-chaos-pg-")
     pg = Postgres(directory, fast=True)
     receiver = ChaosReceiver(timeout_s=0.5, seed=args.seed)
     receiver.start()
