@@ -122,8 +122,9 @@ class SlowReceiver(threading.Thread):
 def reset(pg, url, fanout):
     pg.sql("TRUNCATE webhook_events, webhook_deliveries, webhook_logs, webhook_configs, herald_worker_heartbeats")
     for i in range(fanout):
-        pg.sql(f"INSERT INTO webhook_configs (name, url, events, secret) "
-               f"VALUES ('bench-{i}', '{url}', '{{*}}', 'bench-secret-{i}')")
+        # max_in_flight: the benchmark measures one endpoint taking everything the workers can send.
+        pg.sql(f"INSERT INTO webhook_configs (name, url, events, secret, max_in_flight) "
+               f"VALUES ('bench-{i}', '{url}', '{{*}}', 'bench-secret-{i}', 5000)")
 
 
 def insert_events(pg, count, payload):

@@ -15,7 +15,14 @@ CREATE TABLE webhook_configs (
     is_active       boolean NOT NULL DEFAULT true,
     -- Overrides the worker's HERALD_MAX_ATTEMPTS for this endpoint when set.
     max_attempts    integer NULL,
-    -- Why and when Herald disabled it by itself (e.g. the endpoint answered 410 Gone); NULL otherwise.
+    -- Requests in flight to this endpoint across all workers; NULL: the workers' HERALD_ENDPOINT_CONCURRENCY.
+    max_in_flight   integer NULL,
+    -- Endpoint health, kept by herald_complete (sql/004): failed attempts in a row, since when, and until when
+    -- the circuit is open (no new attempts; then one probe at a time until a success closes it).
+    consecutive_failures integer NOT NULL DEFAULT 0,
+    failing_since   timestamptz NULL,
+    circuit_open_until timestamptz NULL,
+    -- Why and when Herald disabled it by itself (410 Gone, or failing for longer than HERALD_DISABLE_AFTER).
     disabled_reason text NULL,
     disabled_at     timestamptz NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
@@ -34,6 +41,15 @@ DECLARE
     authority text;
     unknown   text;
 BEGIN
+    -- Health bookkeeping by the workers changes none of the checked fields: skip the checks, keep updated_at.
+    IF TG_OP = 'UPDATE' AND NEW.name IS NOT DISTINCT FROM OLD.name AND NEW.url IS NOT DISTINCT FROM OLD.url
+       AND NEW.events IS NOT DISTINCT FROM OLD.events AND NEW.secret IS NOT DISTINCT FROM OLD.secret
+       AND NEW.max_attempts IS NOT DISTINCT FROM OLD.max_attempts
+       AND NEW.max_in_flight IS NOT DISTINCT FROM OLD.max_in_flight
+       AND NEW.organization_id IS NOT DISTINCT FROM OLD.organization_id
+       AND NEW.is_active IS NOT DISTINCT FROM OLD.is_active THEN
+        RETURN NEW;
+    END IF;
     IF NEW.name IS NULL OR btrim(NEW.name) = '' THEN
         RAISE EXCEPTION 'webhook_configs.name must not be empty'
             USING ERRCODE = 'check_violation', HINT = 'Give the config a human-readable name, e.g. ''CRM sync''.';
@@ -79,12 +95,20 @@ BEGIN
             USING ERRCODE = 'check_violation';
     END IF;
 
+    IF NEW.max_in_flight IS NOT NULL AND (NEW.max_in_flight < 1 OR NEW.max_in_flight > 10000) THEN
+        RAISE EXCEPTION 'webhook_configs.max_in_flight must be between 1 and 10000, got %', NEW.max_in_flight
+            USING ERRCODE = 'check_violation';
+    END IF;
+
     IF TG_OP = 'UPDATE' THEN
         NEW.updated_at := now();
-        -- Enabling a config again clears the reason it was disabled for.
+        -- Enabling a config again clears the reason it was disabled for and gives it a clean bill of health.
         IF NEW.is_active AND NOT OLD.is_active THEN
             NEW.disabled_reason := NULL;
             NEW.disabled_at := NULL;
+            NEW.consecutive_failures := 0;
+            NEW.failing_since := NULL;
+            NEW.circuit_open_until := NULL;
         END IF;
     END IF;
     RETURN NEW;

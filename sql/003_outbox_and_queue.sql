@@ -87,11 +87,15 @@ CREATE TABLE webhook_deliveries (
     UNIQUE (event_id, config_id)
 );
 
--- The claim index. Partial: only rows waiting for an attempt are in it, so it stays as small as the backlog
--- however many millions of finished deliveries the table holds, and the claim's "ORDER BY next_attempt_at
--- LIMIT n" reads just the first n entries. A claim takes its row out (lease_token is set), a retry puts it back.
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
-    WHERE status = 'pending' AND lease_token IS NULL;
+-- The claim indexes. Partial: only rows waiting for an attempt are in them, so they stay as small as the
+-- backlog however many millions of finished deliveries the table holds. The claim reads them per endpoint
+-- (config_id), oldest first, taking at most each endpoint's free in-flight slots; first attempts and retries
+-- have one each so the claim can give both a share without stepping over the other. A claim takes its row out
+-- (lease_token is set), a retry puts it back into the second.
+CREATE INDEX webhook_deliveries_due_first ON webhook_deliveries (config_id, next_attempt_at)
+    WHERE status = 'pending' AND lease_token IS NULL AND attempts = 0;
+CREATE INDEX webhook_deliveries_due_retry ON webhook_deliveries (config_id, next_attempt_at)
+    WHERE status = 'pending' AND lease_token IS NULL AND attempts > 0;
 
 -- The leases, ordered by expiry: herald_rescue finds expired ones without stepping over the due backlog.
 -- Holds only deliveries in flight (at most the workers' total concurrency).

@@ -15,7 +15,8 @@
 -- if this worker dies the row simply becomes due again. attempts is counted here, not on completion.
 -- p_lease must be much longer than the HTTP timeout, or a slow attempt would be sent twice at once.
 -- ---------------------------------------------------------------------------------------------------------
-CREATE FUNCTION herald_claim(p_limit integer, p_lease interval, p_worker text)
+CREATE FUNCTION herald_claim(p_limit integer, p_lease interval, p_worker text,
+                             p_endpoint_concurrency integer DEFAULT 50, p_circuit_threshold integer DEFAULT 10)
 RETURNS TABLE (
     delivery_id  uuid,
     lease_token  uuid,
@@ -38,14 +39,70 @@ SET plan_cache_mode = force_custom_plan
 AS $$
 BEGIN
     RETURN QUERY
-    WITH due AS (
+    WITH in_flight AS (
+        -- Requests in flight per endpoint, across all workers (the small webhook_deliveries_leased index).
+        SELECT x.config_id, count(*) AS n FROM webhook_deliveries x WHERE x.lease_token IS NOT NULL GROUP BY x.config_id
+    ), slots AS (
+        -- Free in-flight slots per endpoint: one slow or failing endpoint cannot take every worker slot. An open
+        -- circuit has none; a half-open one (cool-down over, still failing) has one, for the probe.
+        SELECT c.id AS config_id,
+               least(p_limit, greatest(0,
+                     CASE WHEN c.circuit_open_until > now() THEN 0
+                          WHEN c.consecutive_failures >= p_circuit_threshold THEN 1
+                          ELSE coalesce(c.max_in_flight, p_endpoint_concurrency) END - coalesce(f.n, 0))) AS free
+          FROM webhook_configs c
+          LEFT JOIN in_flight f ON f.config_id = c.id
+    ), first_attempts AS (
+        -- Per endpoint, the oldest due first attempts and, below, the oldest due retries, each read in order from
+        -- its own partial index (webhook_deliveries_due_first / _due_retry), at most `free` of each. SKIP LOCKED
+        -- here, where the rows are found, so concurrent workers step past each other's rows instead of all
+        -- choosing the same oldest ones. (Rows locked but not chosen are released when this statement commits.)
+        SELECT s.config_id, s.free, d.id, d.next_attempt_at, false AS is_retry
+          FROM slots s
+         CROSS JOIN LATERAL (
+               SELECT x.id, x.next_attempt_at
+                 FROM webhook_deliveries x
+                WHERE x.config_id = s.config_id AND x.status = 'pending' AND x.lease_token IS NULL
+                  AND x.attempts = 0 AND x.next_attempt_at <= now()
+                ORDER BY x.next_attempt_at LIMIT s.free
+                  FOR UPDATE SKIP LOCKED
+         ) d
+         WHERE s.free > 0
+    ), retries AS (
+        SELECT s.config_id, s.free, d.id, d.next_attempt_at, true AS is_retry
+          FROM slots s
+         CROSS JOIN LATERAL (
+               SELECT x.id, x.next_attempt_at
+                 FROM webhook_deliveries x
+                WHERE x.config_id = s.config_id AND x.status = 'pending' AND x.lease_token IS NULL
+                  AND x.attempts > 0 AND x.next_attempt_at <= now()
+                ORDER BY x.next_attempt_at LIMIT s.free
+                  FOR UPDATE SKIP LOCKED
+         ) d
+         WHERE s.free > 0
+    ), candidates AS (
+        SELECT * FROM first_attempts UNION ALL SELECT * FROM retries
+    ), ranked AS (
+        -- First attempts and retries alternate, so each gets at least half of a batch when both wait: a large
+        -- retry backlog cannot starve fresh events (nor the reverse) …
+        SELECT k.*, row_number() OVER (PARTITION BY k.config_id, k.is_retry ORDER BY k.next_attempt_at) AS turn
+          FROM candidates k
+    ), capped AS (
+        -- … and no endpoint gets more than its free slots.
+        SELECT r.*, row_number() OVER (PARTITION BY r.config_id ORDER BY r.turn, r.next_attempt_at) AS place
+          FROM ranked r
+    ), chosen AS (
+        SELECT c.id
+          FROM capped c
+         WHERE c.place <= c.free
+         ORDER BY c.turn, c.next_attempt_at
+         LIMIT p_limit
+    ), due AS (
         SELECT d.id
           FROM webhook_deliveries d
-         WHERE d.status = 'pending'
-           AND d.next_attempt_at <= now()
+         WHERE d.id IN (SELECT chosen.id FROM chosen)
+           AND d.status = 'pending'
            AND d.lease_token IS NULL
-         ORDER BY d.next_attempt_at
-         LIMIT p_limit
            FOR UPDATE SKIP LOCKED
     )
     UPDATE webhook_deliveries d
@@ -74,7 +131,9 @@ $$;
 CREATE FUNCTION herald_complete(
     p_delivery_id uuid[], p_lease_token uuid[], p_event_id uuid[], p_config_id uuid[], p_event_type text[],
     p_attempt integer[], p_outcome text[], p_delay_ms bigint[], p_response_status integer[],
-    p_response_body text[], p_error text[], p_duration_ms integer[], p_payload text[], p_worker text)
+    p_response_body text[], p_error text[], p_duration_ms integer[], p_payload text[], p_worker text,
+    p_circuit_threshold integer DEFAULT 10, p_circuit_cooldown interval DEFAULT '30 seconds',
+    p_disable_after interval DEFAULT '5 days')
 RETURNS integer
 LANGUAGE sql AS $$
     WITH r AS (
@@ -98,13 +157,50 @@ LANGUAGE sql AS $$
           FROM r
          WHERE d.id = r.delivery_id
            AND d.lease_token = r.lease_token      -- the fence
-        RETURNING d.id, d.config_id, r.response_status
-    ), gone AS (
-        -- 410 Gone: the receiver says the endpoint is gone for good (Standard Webhooks): stop sending to it.
+        RETURNING d.id, d.config_id, r.response_status, r.outcome
+    ), outcomes AS (
+        SELECT a.config_id,
+               bool_or(a.outcome = 'delivered')                    AS any_delivered,
+               count(*) FILTER (WHERE a.outcome <> 'delivered')    AS failures,
+               coalesce(bool_or(a.response_status = 410), false)   AS gone
+          FROM applied a
+         GROUP BY a.config_id
+    ), changed AS (
+        -- Only configs whose health changes are written (a healthy endpoint costs nothing here), locked in id
+        -- order so two workers updating the same configs cannot deadlock.
+        SELECT c.id, o.any_delivered, o.failures, o.gone
+          FROM webhook_configs c JOIN outcomes o ON o.config_id = c.id
+         WHERE o.gone OR NOT o.any_delivered OR c.consecutive_failures > 0 OR c.circuit_open_until IS NOT NULL
+         ORDER BY c.id
+           FOR NO KEY UPDATE OF c
+    ), health AS (
+        -- Endpoint health: a success closes the circuit; failures in a row open it for a cool-down that doubles
+        -- each time the threshold is passed again (capped at an hour); 410 Gone, or failing for longer than
+        -- p_disable_after, disables the config with a reason a person can read.
         UPDATE webhook_configs c
-           SET is_active = false, disabled_at = now(),
-               disabled_reason = 'the endpoint answered 410 Gone; enable the config again once it is back'
-         WHERE c.is_active AND c.id IN (SELECT config_id FROM applied WHERE response_status = 410)
+           SET consecutive_failures = CASE WHEN k.any_delivered THEN 0 ELSE c.consecutive_failures + k.failures END,
+               failing_since        = CASE WHEN k.any_delivered THEN NULL ELSE coalesce(c.failing_since, now()) END,
+               circuit_open_until   = CASE
+                   WHEN k.any_delivered THEN NULL
+                   WHEN c.consecutive_failures + k.failures >= p_circuit_threshold
+                       THEN now() + least(p_circuit_cooldown * power(2, least(10,
+                                (c.consecutive_failures + k.failures) / p_circuit_threshold - 1)), interval '1 hour')
+                   ELSE c.circuit_open_until END,
+               is_active            = c.is_active AND NOT (k.gone OR (NOT k.any_delivered
+                                          AND coalesce(c.failing_since, now()) < now() - p_disable_after)),
+               disabled_at          = CASE WHEN c.is_active AND (k.gone OR (NOT k.any_delivered
+                                          AND coalesce(c.failing_since, now()) < now() - p_disable_after))
+                                           THEN now() ELSE c.disabled_at END,
+               disabled_reason      = CASE
+                   WHEN NOT c.is_active THEN c.disabled_reason
+                   WHEN k.gone THEN 'the endpoint answered 410 Gone; enable the config again once it is back'
+                   WHEN NOT k.any_delivered AND coalesce(c.failing_since, now()) < now() - p_disable_after
+                       THEN format('every attempt failed since %s (%s in a row); enable the config again once the endpoint works',
+                                   to_char(c.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'),
+                                   c.consecutive_failures + k.failures)
+                   ELSE c.disabled_reason END
+          FROM changed k
+         WHERE c.id = k.id
         RETURNING c.id
     ), logged AS (
         INSERT INTO webhook_logs (delivery_id, event_id, config_id, event_type, attempt, outcome, payload,

@@ -33,17 +33,36 @@ public struct AttemptRecord: Sendable {
 public final class DeliveryStore {
     public let connection: PostgresConnection
     private let workerID: String
+    private let health: HealthSettings
 
-    public init(connection: PostgresConnection, workerID: String) {
+    /// The endpoint-health knobs the protocol functions take (see `WorkerConfiguration`).
+    public struct HealthSettings: Sendable {
+        public var endpointConcurrency: Int
+        public var circuitThreshold: Int
+        public var circuitCooldown: Duration
+        public var disableAfter: Duration
+
+        public init(endpointConcurrency: Int = 50, circuitThreshold: Int = 10, circuitCooldown: Duration = .seconds(30),
+                    disableAfter: Duration = .seconds(5 * 86_400)) {
+            self.endpointConcurrency = endpointConcurrency
+            self.circuitThreshold = circuitThreshold
+            self.circuitCooldown = circuitCooldown
+            self.disableAfter = disableAfter
+        }
+    }
+
+    public init(connection: PostgresConnection, workerID: String, health: HealthSettings = HealthSettings()) {
         self.connection = connection
         self.workerID = workerID
+        self.health = health
     }
 
     /// Leases up to `limit` due deliveries for `lease`.
     public func claim(limit: Int, lease: Duration) throws -> [ClaimedDelivery] {
         let result = try connection.execute(
-            prepared: "herald_claim", "SELECT * FROM herald_claim($1, $2::interval, $3)",
-            [String(limit), "\(Int64(lease.milliseconds)) milliseconds", workerID])
+            prepared: "herald_claim", "SELECT * FROM herald_claim($1, $2::interval, $3, $4, $5)",
+            [String(limit), "\(Int64(lease.milliseconds)) milliseconds", workerID, String(health.endpointConcurrency),
+             String(health.circuitThreshold)])
         return result.rows.map { row in
             ClaimedDelivery(
                 deliveryID: row[0]!, leaseToken: row[1]!, attempt: Int(row[2]!)!, eventID: row[3]!,
@@ -65,7 +84,7 @@ public final class DeliveryStore {
             """
             SELECT herald_complete($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::integer[],
                                    $7::text[], $8::bigint[], $9::integer[], $10::text[], $11::text[], $12::integer[],
-                                   $13::text[], $14)
+                                   $13::text[], $14, $15, $16::interval, $17::interval)
             """,
             [
                 PostgresArray.literal(records.map(\.delivery.deliveryID)),
@@ -82,6 +101,9 @@ public final class DeliveryStore {
                 PostgresArray.literal(records.map(\.durationMilliseconds)),
                 PostgresArray.literal(records.map(\.payload)),
                 workerID,
+                String(health.circuitThreshold),
+                "\(Int64(health.circuitCooldown.milliseconds)) milliseconds",
+                "\(Int64(health.disableAfter.milliseconds)) milliseconds",
             ])
         return Int(result.scalar ?? "0") ?? 0
     }

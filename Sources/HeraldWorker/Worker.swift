@@ -79,8 +79,12 @@ public final class Worker: Sendable {
             if store == nil {
                 guard ContinuousClock.now >= nextConnectAttempt else { continue }
                 do {
-                    store = DeliveryStore(connection: try PostgresConnection(configuration.databaseURL),
-                                          workerID: configuration.workerID)
+                    store = DeliveryStore(
+                        connection: try PostgresConnection(configuration.databaseURL), workerID: configuration.workerID,
+                        health: .init(endpointConcurrency: configuration.endpointConcurrency,
+                                      circuitThreshold: configuration.circuitThreshold,
+                                      circuitCooldown: configuration.circuitCooldown,
+                                      disableAfter: configuration.disableAfter))
                     if reconnectDelay > .milliseconds(100) { logger.notice("reconnected to PostgreSQL") }
                     reconnectDelay = .milliseconds(100)
                 } catch {
@@ -136,6 +140,9 @@ public final class Worker: Sendable {
                 store = nil
                 nextConnectAttempt = ContinuousClock.now + reconnectDelay
                 reconnectDelay = min(reconnectDelay * 2, .seconds(5))
+            } catch let error as PostgresError where error.sqlState == "40P01" || error.sqlState == "40001" {
+                // A deadlock or serialization failure rolled the batch back: nothing was written, so write it again.
+                logger.notice("database asked to retry a batch", metadata: ["error": "\(error)"])
             } catch {
                 // Not a connection problem: a bug or a schema mismatch. Drop the batch rather than loop on it; the
                 // deliveries' leases expire and they are retried, so nothing is lost.

@@ -23,6 +23,15 @@ public struct WorkerConfiguration: Sendable {
     public var lease: Duration?
     /// `HERALD_WORKER_ID`: recorded in `leased_by` and `webhook_logs.worker`. Default `hostname:pid`.
     public var workerID: String
+    /// `HERALD_ENDPOINT_CONCURRENCY`: requests in flight to one endpoint across all workers, unless the config
+    /// sets `max_in_flight`. Default 50.
+    public var endpointConcurrency: Int = 50
+    /// `HERALD_CIRCUIT_THRESHOLD`: failed attempts in a row that open an endpoint's circuit. Default 10.
+    public var circuitThreshold: Int = 10
+    /// `HERALD_CIRCUIT_COOLDOWN_MS`: first cool-down of an open circuit; doubles each time, up to 1 h. Default 30 s.
+    public var circuitCooldown: Duration = .seconds(30)
+    /// `HERALD_DISABLE_AFTER`: a config whose every attempt failed for this long is disabled. Default 5 days.
+    public var disableAfter: Duration = .seconds(5 * 86_400)
 
     public init(databaseURL: String) {
         self.databaseURL = databaseURL
@@ -65,6 +74,17 @@ public struct WorkerConfiguration: Sendable {
         }
         if let file = environment["HERALD_CA_FILE"], !file.isEmpty { configuration.caFile = file }
         if let id = environment["HERALD_WORKER_ID"], !id.isEmpty { configuration.workerID = id }
+        if let value = try integer("HERALD_ENDPOINT_CONCURRENCY", 1...10_000) { configuration.endpointConcurrency = value }
+        if let value = try integer("HERALD_CIRCUIT_THRESHOLD", 1...10_000) { configuration.circuitThreshold = value }
+        if let value = try integer("HERALD_CIRCUIT_COOLDOWN_MS", 10...86_400_000) {
+            configuration.circuitCooldown = .milliseconds(value)
+        }
+        if let text = environment["HERALD_DISABLE_AFTER"], !text.isEmpty {
+            guard let value = DurationText.parse(text) else {
+                throw ConfigurationError(DurationText.explain("HERALD_DISABLE_AFTER", text, datesAllowed: false))
+            }
+            configuration.disableAfter = value
+        }
         return configuration
     }
 
@@ -94,6 +114,9 @@ public struct WorkerConfiguration: Sendable {
             ("allowed_networks", allowedNetworks.isEmpty ? "none (public addresses only)"
                 : allowedNetworks.map(\.description).joined(separator: ",")),
             ("ca_file", caFile ?? "system"),
+            ("endpoint_concurrency", String(endpointConcurrency)),
+            ("circuit", "opens after \(circuitThreshold) failures in a row, cool-down from \(circuitCooldown.humanReadable)"),
+            ("disable_after", disableAfter.humanReadable),
         ]
     }
 }

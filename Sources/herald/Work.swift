@@ -35,6 +35,14 @@ struct Work: ParsableCommand {
     var leaseMilliseconds: Int?
     @Option(name: .customLong("worker-id"), help: "Name in leased_by and webhook_logs.worker [HERALD_WORKER_ID, default host:pid].")
     var workerID: String?
+    @Option(name: .customLong("endpoint-concurrency"), help: "Requests in flight per endpoint, all workers together [HERALD_ENDPOINT_CONCURRENCY, default 50].")
+    var endpointConcurrency: Int?
+    @Option(name: .customLong("circuit-threshold"), help: "Failures in a row that pause an endpoint [HERALD_CIRCUIT_THRESHOLD, default 10].")
+    var circuitThreshold: Int?
+    @Option(name: .customLong("circuit-cooldown-ms"), help: "First pause of a failing endpoint, doubling up to 1 h [HERALD_CIRCUIT_COOLDOWN_MS, default 30000].")
+    var circuitCooldownMilliseconds: Int?
+    @Option(name: .customLong("disable-after"), help: "Disable a config failing this long, e.g. 5d [HERALD_DISABLE_AFTER, default 5d].")
+    var disableAfter: String?
 
     func run() throws {
         bootstrapLogging()
@@ -52,6 +60,10 @@ struct Work: ParsableCommand {
             ("HERALD_POLL_MS", pollMilliseconds.map(String.init)),
             ("HERALD_LEASE_MS", leaseMilliseconds.map(String.init)),
             ("HERALD_WORKER_ID", workerID),
+            ("HERALD_ENDPOINT_CONCURRENCY", endpointConcurrency.map(String.init)),
+            ("HERALD_CIRCUIT_THRESHOLD", circuitThreshold.map(String.init)),
+            ("HERALD_CIRCUIT_COOLDOWN_MS", circuitCooldownMilliseconds.map(String.init)),
+            ("HERALD_DISABLE_AFTER", disableAfter),
         ]
         for case let (name, value?) in flags { environment[name] = value }
         let configuration: WorkerConfiguration

@@ -58,3 +58,18 @@ import Testing
         #expect(try fixture.count("SELECT count(*) FROM herald_claim(10, '1 minute', 'b')") == 0)
     }
 }
+
+extension ProtocolTests {
+    @Test func firstAttemptsAndRetriesShareAClaim() throws {
+        let fixture = try Fixture()
+        try fixture.addConfig(url: "https://example.com/hook")
+        for _ in 0..<10 { try fixture.emit() }
+        // Half of them are old retries that came due long ago; FIFO alone would pick only those.
+        try fixture.connection.query("""
+            UPDATE webhook_deliveries SET attempts = 3, next_attempt_at = now() - interval '1 hour'
+             WHERE id IN (SELECT id FROM webhook_deliveries ORDER BY id LIMIT 5)
+            """)
+        let claimed = try fixture.connection.query("SELECT attempt FROM herald_claim(4, '1 minute', 'w')").rows.map { $0[0]! }
+        #expect(claimed.sorted() == ["1", "1", "4", "4"])
+    }
+}
