@@ -320,6 +320,11 @@ def main():
         nginx = Nginx(os.path.join(BENCH, "nginx"))
         pg.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         pg.sql("SELECT pg_stat_statements_reset()")
+        if os.environ.get("HERALD_BENCH_AUTO_EXPLAIN"):
+            for setting in ["session_preload_libraries = 'auto_explain'", "auto_explain.log_min_duration = '15ms'",
+                            "auto_explain.log_nested_statements = on", "auto_explain.log_analyze = on",
+                            "auto_explain.log_buffers = on"]:
+                pg.sql(f"ALTER DATABASE herald SET {setting}")
         for k in workers:
             log(f"drain: {args.events:,} events x {args.fanout}, {k} worker(s)")
             results["runs"].append(drain(pg, nginx.url, args.events, args.fanout, args.payload, k, args.concurrency))
@@ -348,6 +353,8 @@ def main():
         if nginx:
             nginx.stop()
         pg.stop()
+        if os.environ.get("HERALD_BENCH_AUTO_EXPLAIN"):
+            shutil.copy(os.path.join(pg_dir, "postgres.log"), os.path.join(BENCH, "postgres.log"))
         shutil.rmtree(pg_dir, ignore_errors=True)
 
     report(results, best)

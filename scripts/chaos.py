@@ -77,7 +77,9 @@ def main():
     kills = restarts = 0
     env = dict(os.environ, DATABASE_URL=pg.url, HERALD_ALLOWED_NETWORKS="127.0.0.0/8", HERALD_TIMEOUT_MS="500",
                HERALD_BACKOFF_BASE_MS="50", HERALD_BACKOFF_MAX_MS="1000", HERALD_MAX_ATTEMPTS="100",
-               HERALD_LEASE_MS="2000", HERALD_POLL_MS="100", HERALD_CONCURRENCY="64", HERALD_LOG_LEVEL="error")
+               HERALD_LEASE_MS="2000", HERALD_POLL_MS="100", HERALD_CONCURRENCY="64", HERALD_LOG_LEVEL="error",
+               # The circuit breaker stays on (a run of failures pauses the endpoint), with a short cool-down.
+               HERALD_CIRCUIT_COOLDOWN_MS="200")
 
     def start(index):
         workers[index] = subprocess.Popen([HERALD, "work", "--worker-id", f"chaos-{index}"], env=env,

@@ -33,8 +33,8 @@ while true {
         SELECT d.id, d.attempts + 1, e.id, e.event_type,
                to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), e.data::text, c.id, c.url, c.secret
           FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id JOIN webhook_configs c ON c.id = d.config_id
-         WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-         ORDER BY d.next_attempt_at LIMIT 1 FOR UPDATE OF d SKIP LOCKED
+         WHERE d.status = 'pending' AND d.lease_token IS NULL AND d.attempts = 0 AND d.next_attempt_at <= now()
+         ORDER BY d.config_id, d.next_attempt_at LIMIT 1 FOR UPDATE OF d SKIP LOCKED
         """).rows
     guard let row = rows.first else {
         try connection.query("COMMIT")
