@@ -90,6 +90,7 @@ struct ConfigCommand: ParsableCommand {
             if URLComponents(string: url)?.scheme?.lowercased() == "http" {
                 print("warning: \(url) is plain http; the documentation recommends https")
             }
+            if let warning = AddressWarning.check(url: url) { print(warning) }
         }
     }
 
@@ -177,6 +178,7 @@ struct ConfigCommand: ParsableCommand {
                 try connection.query("UPDATE webhook_configs SET \(assignments.joined(separator: ", ")) WHERE id = $1", parameters)
             }
             print("updated config \(id)")
+            if let url, let warning = AddressWarning.check(url: url) { print(warning) }
             if generateSecret, let newSecret { ConfigCommand.printSecretOnce(newSecret) }
         }
     }

@@ -211,3 +211,64 @@ private func connectLoopback(_ port: Int) throws -> Bool {
         #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'") == 3)
     }
 }
+
+/// Hostile receivers and unusual but valid input: each has a defined, tested behaviour.
+@Suite struct HostileInputTests {
+    @Test func tricklingReceiverIsCutAtTheTotalTimeout() throws {
+        let fixture = try Fixture()
+        let receiver = try TestReceiver { _, index in index == 0 ? .trickle(interval: 0.05) : .status(200) }
+        try fixture.addConfig(url: receiver.url)
+        try fixture.emit()
+        _ = try fixture.startWorker(["HERALD_TIMEOUT_MS": "700"])
+        #expect(try fixture.waitUntilSettled())
+        let logs = try fixture.connection.query("SELECT outcome, error, duration_ms FROM webhook_logs ORDER BY id").rows
+        #expect(logs.count == 2)
+        #expect(logs.first?[0] == "retry")
+        #expect(logs.first?[1]?.contains("timeout after 700 ms") == true, "\(logs)")
+        // Cut at the total timeout, not later (generous bound: the attempt is not timed, only bounded).
+        #expect(Int(logs.first?[2] ?? "0")! < 5000)
+    }
+
+    @Test func ipv6LoopbackLiteralIsRefusedByThePolicy() throws {
+        let fixture = try Fixture()
+        try fixture.addConfig(url: "http://[::1]:9/hook", maxAttempts: 1)
+        try fixture.emit()
+        _ = try fixture.startWorker(["HERALD_ALLOWED_NETWORKS": "127.0.0.0/8"])
+        #expect(try fixture.waitUntilSettled())
+        #expect(try fixture.scalar("SELECT last_error FROM webhook_deliveries")?.contains("::1 is a loopback address") == true)
+    }
+
+    @Test func internationalisedHostNamesAreAcceptedAsConfigs() throws {
+        let fixture = try Fixture()
+        try fixture.addConfig(url: "https://bücher.example/webhooks")
+        let created = try HeraldProcess.run(["config", "create", "--name", "idn", "--url", "https://例え.テスト/hook",
+                                             "--events", "*"], environment: ["DATABASE_URL": fixture.database.url])
+        #expect(created.status == 0, "\(created.output)")
+        #expect(try fixture.count("SELECT count(*) FROM webhook_configs") == 2)
+    }
+
+    @Test func deeplyNestedDataIsDeliveredIntact() throws {
+        let fixture = try Fixture()
+        let receiver = try TestReceiver()
+        try fixture.addConfig(url: receiver.url)
+        let depth = 2000
+        let data = String(repeating: #"{"a": "#, count: depth) + "1" + String(repeating: "}", count: depth)
+        try fixture.emit(data: data)
+        _ = try fixture.startWorker()
+        #expect(try fixture.waitUntilSettled())
+        let body = try #require(receiver.requests.first?.bodyText)
+        #expect(body.hasSuffix(String(repeating: #"{"a":"#, count: 3) + "1" + String(repeating: "}", count: depth + 1)))
+    }
+
+    @Test func configPointingAtAPrivateAddressWarnsAtCreation() throws {
+        let fixture = try Fixture()
+        let created = try HeraldProcess.run(["config", "create", "--name", "internal", "--url", "http://localhost:8080/hook",
+                                             "--events", "*"], environment: ["DATABASE_URL": fixture.database.url])
+        #expect(created.status == 0)
+        #expect(created.output.contains("warning: localhost resolves to"), "\(created.output)")
+        #expect(created.output.contains("a loopback address"))
+        let public_ = try HeraldProcess.run(["config", "create", "--name", "ip", "--url", "https://8.8.8.8/hook",
+                                             "--events", "*"], environment: ["DATABASE_URL": fixture.database.url])
+        #expect(!public_.output.contains("resolves to"))
+    }
+}

@@ -27,6 +27,8 @@ public final class TestReceiver: Sendable {
         case hang(seconds: Double)
         /// Answer with `status` after `seconds`.
         case delayed(seconds: Double, status: Int)
+        /// Send a status line and headers promising a body, then one byte every `interval` seconds, forever.
+        case trickle(interval: Double)
         /// Close the connection with a TCP reset, without answering.
         case reset
         /// Send headers promising more body than is sent, then close.
@@ -115,6 +117,10 @@ public final class TestReceiver: Sendable {
             case let .delayed(seconds, code):
                 Thread.sleep(forTimeInterval: seconds)
                 if !writeAll(fd, Array("HTTP/1.1 \(code) Status\r\nContent-Length: 2\r\n\r\nok".utf8)) { return }
+            case let .trickle(interval):
+                if !writeAll(fd, Array("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".utf8)) { return }
+                while writeAll(fd, [UInt8(ascii: "x")]) { Thread.sleep(forTimeInterval: interval) }
+                return
             case .reset:
                 var linger = linger(l_onoff: 1, l_linger: 0)
                 setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
