@@ -29,7 +29,7 @@ let package = Package(
             providers: [.apt(["libssl-dev"]), .brew(["openssl@3"])]),
 
         .target(name: "HeraldCore", swiftSettings: strict),
-        .target(name: "HeraldSigning", dependencies: ["CCrypto"], swiftSettings: strict),
+        .target(name: "HeraldSigning", dependencies: ["CCrypto", "HeraldCore"], swiftSettings: strict),
         .target(name: "HeraldPostgres", dependencies: ["CLibPQ"], swiftSettings: strict),
         .target(name: "HeraldHTTP", dependencies: ["CCurl", "HeraldCore"], swiftSettings: strict),
         .target(

@@ -1,4 +1,5 @@
 internal import CCrypto
+import HeraldCore
 
 /// HMAC-SHA256 signatures of request bodies, computed with OpenSSL's libcrypto.
 ///
@@ -24,6 +25,15 @@ public enum Signer {
     /// The `X-Webhook-Signature` value: lowercase hex HMAC-SHA256 of `body` keyed with `secret`'s UTF-8 bytes.
     public static func signatureHex(secret: String, body: [UInt8]) -> String {
         hex(hmacSHA256(key: Array(secret.utf8), message: body))
+    }
+
+    /// The Standard Webhooks signature (https://www.standardwebhooks.com): `v1,` + base64 HMAC-SHA256 over
+    /// `id.timestamp.body`, keyed with the secret's UTF-8 bytes. A Standard Webhooks library verifies it with the
+    /// secret `whsec_` + base64(secret's UTF-8 bytes).
+    public static func standardWebhooksSignature(secret: String, id: String, timestamp: Int, body: [UInt8]) -> String {
+        var message = Array("\(id).\(timestamp).".utf8)
+        message.append(contentsOf: body)
+        return "v1," + Base64.encode(hmacSHA256(key: Array(secret.utf8), message: message))
     }
 
     /// Constant-time comparison (`CRYPTO_memcmp`), for verifying signatures without a timing side channel.

@@ -173,8 +173,14 @@ public final class Worker: Sendable {
             "X-Webhook-Id: \(delivery.deliveryID)",
             "X-Webhook-Attempt: \(delivery.attempt)",
         ]
+        // Standard Webhooks headers, so any of its verification libraries works; the timestamp is this attempt's.
+        let now = Int(Date().timeIntervalSince1970)
+        headers.append("webhook-id: \(delivery.deliveryID)")
+        headers.append("webhook-timestamp: \(now)")
         if let secret = delivery.secret {
             headers.append("X-Webhook-Signature: \(Signer.signatureHex(secret: secret, body: body))")
+            headers.append("webhook-signature: " + Signer.standardWebhooksSignature(
+                secret: secret, id: delivery.deliveryID, timestamp: now, body: body))
         }
         let request = HTTPRequest(url: delivery.url, headers: headers, body: body, timeout: configuration.timeout)
         let policy = configuration.retryPolicy

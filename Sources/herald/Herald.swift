@@ -18,7 +18,7 @@ struct Herald: ParsableCommand {
             """,
         version: HeraldVersion.current,
         subcommands: [Migrate.self, Work.self, Emit.self, ConfigCommand.self, TestEvent.self, Logs.self, Deliveries.self,
-                      Show.self, Replay.self, Stats.self])
+                      Show.self, Replay.self, Stats.self, Prune.self])
 }
 
 /// Options every database command shares.
@@ -47,10 +47,23 @@ struct CommandFailure: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-func bootstrapLogging() {
+func bootstrapLogging() throws {
     let environment = ProcessInfo.processInfo.environment
-    let level = environment["HERALD_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0.lowercased()) } ?? .info
+    var level = Logger.Level.info
+    if let text = environment["HERALD_LOG_LEVEL"], !text.isEmpty {
+        guard let parsed = Logger.Level(rawValue: text.lowercased()) else {
+            throw CommandFailure("HERALD_LOG_LEVEL=\(text) is not a level: use trace, debug, info, notice, warning, error or critical")
+        }
+        level = parsed
+    }
+    let format = environment["HERALD_LOG_FORMAT"] ?? "text"
+    guard format == "text" || format == "json" else {
+        throw CommandFailure("HERALD_LOG_FORMAT=\(format) is not a format: use text or json")
+    }
+    let chosen = level
     LoggingSystem.bootstrap { label in
+        let level = chosen
+        if format == "json" { return JSONLogHandler(label: label, level: level) }
         var handler = StreamLogHandler.standardError(label: label)
         handler.logLevel = level
         return handler

@@ -45,7 +45,7 @@ struct Work: ParsableCommand {
     var disableAfter: String?
 
     func run() throws {
-        bootstrapLogging()
+        try bootstrapLogging()
         let logger = Logger(label: "herald.work")
         var environment = ProcessInfo.processInfo.environment
         let flags: [(String, String?)] = [

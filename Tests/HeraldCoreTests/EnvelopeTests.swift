@@ -52,3 +52,21 @@ import Testing
         #expect(!Redaction.maskSecret("s3cret").contains("s3cret"))
     }
 }
+
+@Suite struct StandardWebhooksTests {
+    @Test func base64MatchesRFC4648Vectors() {
+        #expect(Base64.encode(Array("".utf8)) == "")
+        #expect(Base64.encode(Array("f".utf8)) == "Zg==")
+        #expect(Base64.encode(Array("fo".utf8)) == "Zm8=")
+        #expect(Base64.encode(Array("foo".utf8)) == "Zm9v")
+        #expect(Base64.encode(Array("foobar".utf8)) == "Zm9vYmFy")
+    }
+
+    @Test func signsIdTimestampAndBody() {
+        let signature = Signer.standardWebhooksSignature(secret: "secret", id: "msg_1", timestamp: 1_700_000_000,
+                                                         body: Array(#"{"a":1}"#.utf8))
+        #expect(signature.hasPrefix("v1,"))
+        let expected = Base64.encode(Signer.hmacSHA256(key: Array("secret".utf8), message: Array(#"msg_1.1700000000.{"a":1}"#.utf8)))
+        #expect(signature == "v1," + expected)
+    }
+}

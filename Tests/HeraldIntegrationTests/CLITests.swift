@@ -268,3 +268,40 @@ import Testing
         #expect((json["configs"] as? [Any])?.count == 2)
     }
 }
+
+extension CLITests {
+    @Test func pruneRemovesExactlyWhatIsFinishedAndOld() throws {
+        let fixture = try Fixture()
+        try fixture.addConfig(url: "https://example.com/hook")
+        for _ in 0..<6 { try fixture.emit() }
+        let ids = try fixture.connection.query("SELECT id, event_id FROM webhook_deliveries ORDER BY id").rows
+        // 0,1: delivered 40 days ago · 2: failed 40 days ago · 3: delivered yesterday · 4: pending, event 40 days old ·
+        // 5: pending, recent.
+        try fixture.connection.query("""
+            UPDATE webhook_deliveries SET status = 'delivered', completed_at = now() - interval '40 days' WHERE id IN ($1, $2);
+            """, [ids[0][0], ids[1][0]])
+        try fixture.connection.query("UPDATE webhook_deliveries SET status = 'failed', completed_at = now() - interval '40 days' WHERE id = $1", [ids[2][0]])
+        try fixture.connection.query("UPDATE webhook_deliveries SET status = 'delivered', completed_at = now() - interval '1 day' WHERE id = $1", [ids[3][0]])
+        try fixture.connection.query("UPDATE webhook_events SET occurred_at = now() - interval '40 days' WHERE id IN ($1, $2, $3, $4, $5)",
+                                     [ids[0][1], ids[1][1], ids[2][1], ids[3][1], ids[4][1]])
+        try fixture.connection.query("""
+            INSERT INTO webhook_logs (delivery_id, event_id, config_id, event_type, attempt, outcome, created_at)
+            SELECT gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 'contact.created', 1, 'delivered',
+                   now() - (CASE WHEN i <= 5 THEN interval '40 days' ELSE interval '1 hour' END)
+              FROM generate_series(1, 8) i
+            """)
+        let environment = ["DATABASE_URL": fixture.database.url]
+        let dry = try HeraldProcess.run(["prune", "--older-than", "30d", "--dry-run"], environment: environment)
+        #expect(dry.output.contains("would delete 3 deliveries, 5 log rows and 3 events"), "\(dry.output)")
+        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries") == 6)
+        let pruned = try HeraldProcess.run(["prune", "--older-than", "30d", "--batch", "2"], environment: environment)
+        #expect(pruned.status == 0)
+        #expect(pruned.output.contains("deleted 3 deliveries, 5 log rows and 3 events"), "\(pruned.output)")
+        let left = Set(try fixture.connection.query("SELECT id FROM webhook_deliveries").rows.map { $0[0]! })
+        #expect(left == [ids[3][0]!, ids[4][0]!, ids[5][0]!])
+        #expect(try fixture.count("SELECT count(*) FROM webhook_logs") == 3)
+        #expect(try fixture.count("SELECT count(*) FROM webhook_events") == 3)
+        let bad = try HeraldProcess.run(["prune", "--older-than", "soon"], environment: environment)
+        #expect(bad.status != 0 && bad.output.contains("--older-than 'soon' is not a duration"))
+    }
+}

@@ -249,3 +249,38 @@ import Testing
         #expect(rows.map { $0[3] } == ["t", "t"])
     }
 }
+
+/// Interoperability: the `standardwebhooks` library from PyPI verifies a real delivery.
+@Suite struct StandardWebhooksInteropTests {
+    @Test func standardWebhooksLibraryVerifiesARealDeliveryAndRejectsATamperedOne() throws {
+        let python = try TestEnvironment.require("HERALD_TEST_PYTHON")
+        let fixture = try Fixture()
+        let receiver = try TestReceiver()
+        let secret = "interop-secret-ü"
+        try fixture.addConfig(url: receiver.url, secret: secret)
+        try fixture.emit(data: #"{"id": "c-9", "n": 1}"#)
+        _ = try fixture.startWorker()
+        #expect(try fixture.waitUntilSettled())
+        let request = try #require(receiver.requests.first)
+        #expect(request.headers["webhook-id"] == request.headers["x-webhook-id"])
+        #expect(request.headers["webhook-signature"]?.hasPrefix("v1,") == true)
+        let headers = String(decoding: try JSONSerialization.data(withJSONObject: [
+            "webhook-id": request.headers["webhook-id"]!, "webhook-timestamp": request.headers["webhook-timestamp"]!,
+            "webhook-signature": request.headers["webhook-signature"]!,
+        ]), as: UTF8.self)
+        let script = """
+            import base64, sys, json
+            from standardwebhooks.webhooks import Webhook
+            wh = Webhook('whsec_' + base64.b64encode(sys.argv[1].encode()).decode())
+            wh.verify(sys.stdin.buffer.read(), json.loads(sys.argv[2]))
+            print('verified')
+            """
+        let verified = try ChildProcess.run(python, ["-c", script, secret, headers], input: request.body)
+        #expect(verified.status == 0 && verified.output.contains("verified"), "\(verified.output)")
+        var tampered = request.body
+        tampered[tampered.count - 3] = UInt8(ascii: "9")
+        let rejected = try ChildProcess.run(python, ["-c", script, secret, headers], input: tampered)
+        #expect(rejected.status != 0)
+        #expect(rejected.output.contains("WebhookVerificationError"), "\(rejected.output)")
+    }
+}

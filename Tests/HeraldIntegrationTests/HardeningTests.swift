@@ -272,3 +272,32 @@ private func connectLoopback(_ port: Int) throws -> Bool {
         #expect(!public_.output.contains("resolves to"))
     }
 }
+
+@Suite struct LoggingTests {
+    @Test func jsonLogsAreOneObjectPerLineWithDottedKeys() throws {
+        let fixture = try Fixture()
+        let receiver = try TestReceiver { _, _ in .status(500) }
+        try fixture.addConfig(url: receiver.url, secret: "json-log-secret", maxAttempts: 1)
+        try fixture.emit()
+        let worker = try fixture.startWorker(["HERALD_LOG_FORMAT": "json"])
+        #expect(try fixture.waitUntilSettled())
+        worker.terminate()
+        #expect(worker.waitForExit(timeout: 10))
+        let lines = worker.output.split(separator: "\n")
+        #expect(lines.count >= 3)
+        var sawAttempt = false
+        for line in lines {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
+            #expect(object["time"] != nil && object["level"] != nil && object["message"] != nil)
+            if object["message"] as? String == "attempt finished" {
+                sawAttempt = true
+                #expect(object["delivery.id"] != nil && object["config.id"] != nil && object["event.type"] != nil)
+            }
+        }
+        #expect(sawAttempt)
+        #expect(!worker.output.contains("json-log-secret"))
+        let bad = try fixture.startWorker(["HERALD_LOG_FORMAT": "xml"])
+        #expect(bad.waitForExit(timeout: 10) && bad.terminationStatus != 0)
+        #expect(bad.output.contains("HERALD_LOG_FORMAT=xml is not a format"))
+    }
+}
