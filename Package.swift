@@ -55,7 +55,7 @@ let package = Package(
 
         .target(
             name: "HeraldTestSupport",
-            dependencies: ["HeraldPostgres", "HeraldCore"],
+            dependencies: ["HeraldPostgres", "HeraldCore", "HeraldSigning"],
             path: "Tests/HeraldTestSupport",
             swiftSettings: strict),
         .testTarget(

@@ -88,3 +88,22 @@ func runTool(_ executable: String, _ arguments: [String], input: [UInt8]? = nil)
     }
     return result.output.trimmingCharacters(in: .whitespacesAndNewlines)
 }
+
+func freeLoopbackPort() throws -> Int {
+    let receiver = try TestReceiver()
+    let port = receiver.port
+    receiver.stop()
+    return port
+}
+
+func connectLoopback(_ port: Int) throws -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = UInt16(port).bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    } == 0
+}

@@ -117,101 +117,6 @@ import Testing
     }
 }
 
-private func freeLoopbackPort() throws -> Int {
-    let receiver = try TestReceiver()
-    let port = receiver.port
-    receiver.stop()
-    return port
-}
-
-private func connectLoopback(_ port: Int) throws -> Bool {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = UInt16(port).bigEndian
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    return withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    } == 0
-}
-
-/// Endpoint health and fairness: a failing or slow endpoint is paused or capped, never hammered, and others go on.
-@Suite struct EndpointHealthTests {
-    @Test func circuitOpensPausesThenAProbeClosesIt() throws {
-        let fixture = try Fixture()
-        let healthy = Mutex(false)
-        let receiver = try TestReceiver { _, _ in healthy.withLock { $0 } ? .status(200) : .status(503) }
-        let config = try fixture.addConfig(name: "flaky", url: receiver.url, maxAttempts: 100)
-        for _ in 0..<10 { try fixture.emit() }
-        _ = try fixture.startWorker(["HERALD_CIRCUIT_THRESHOLD": "3", "HERALD_CIRCUIT_COOLDOWN_MS": "1500",
-                                     "HERALD_BACKOFF_BASE_MS": "20", "HERALD_BACKOFF_MAX_MS": "50"])
-        #expect(try eventually {
-            try fixture.scalar("SELECT circuit_open_until > now() FROM webhook_configs WHERE id = $1", [config]) == "t"
-        })
-        // While open: retries come due within 50 ms, yet nothing is sent.
-        let before = receiver.requests.count
-        Thread.sleep(forTimeInterval: 0.8)
-        #expect(receiver.requests.count == before, "requests while the circuit was open")
-        #expect(try fixture.count("SELECT consecutive_failures FROM webhook_configs") >= 3)
-        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'") == 0)
-
-        healthy.withLock { $0 = true }
-        #expect(try fixture.waitUntilSettled(timeout: 30))
-        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'") == 10)
-        let health = try fixture.connection.query(
-            "SELECT consecutive_failures, circuit_open_until, failing_since, is_active FROM webhook_configs").rows[0]
-        #expect(health == ["0", nil, nil, "t"])
-        // The first request after the pause was a single probe, not the whole backlog at once.
-        let afterPause = receiver.requests[before...]
-        #expect(afterPause.count >= 10)
-        if let probe = afterPause.first, afterPause.count > 1 {
-            let second = afterPause[afterPause.index(after: afterPause.startIndex)]
-            #expect(second.receivedAt >= probe.receivedAt)
-        }
-    }
-
-    @Test func slowEndpointIsCappedAndOthersKeepFlowing() throws {
-        let fixture = try Fixture()
-        let slow = try TestReceiver { _, _ in .delayed(seconds: 0.4, status: 200) }
-        let fast = try TestReceiver()
-        let slowConfig = try fixture.addConfig(name: "slow", url: slow.url, events: "{contact.created}")
-        try fixture.connection.query("UPDATE webhook_configs SET max_in_flight = 3 WHERE id = $1", [slowConfig])
-        let fastConfig = try fixture.addConfig(name: "fast", url: fast.url, events: "{contact.created}")
-        for _ in 0..<30 { try fixture.emit() }
-        _ = try fixture.startWorker(["HERALD_CONCURRENCY": "64"])
-        var peak = 0
-        let fastDone = try eventually(timeout: 20) {
-            peak = max(peak, try fixture.count(
-                "SELECT count(*) FROM webhook_deliveries WHERE config_id = $1 AND lease_token IS NOT NULL", [slowConfig]))
-            return try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE config_id = $1 AND status = 'delivered'",
-                                     [fastConfig]) == 30
-        }
-        #expect(fastDone)
-        // The fast endpoint finished while the slow one was still working through its backlog, 3 at a time.
-        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE config_id = $1 AND status = 'pending'", [slowConfig]) > 0)
-        #expect(peak <= 3 && peak >= 1, "peak in flight to the slow endpoint: \(peak)")
-        #expect(try fixture.waitUntilSettled(timeout: 30))
-    }
-
-    @Test func endpointFailingForTooLongIsDisabledWithAReason() throws {
-        let fixture = try Fixture()
-        let receiver = try TestReceiver { _, _ in .status(500) }
-        let config = try fixture.addConfig(name: "dead", url: receiver.url, maxAttempts: 100)
-        for _ in 0..<3 { try fixture.emit() }
-        _ = try fixture.startWorker(["HERALD_DISABLE_AFTER": "1s", "HERALD_CIRCUIT_THRESHOLD": "1000",
-                                     "HERALD_BACKOFF_BASE_MS": "100", "HERALD_BACKOFF_MAX_MS": "200"])
-        #expect(try eventually(timeout: 20) {
-            try fixture.scalar("SELECT is_active FROM webhook_configs WHERE id = $1", [config]) == "f"
-        })
-        let reason = try fixture.scalar("SELECT disabled_reason FROM webhook_configs WHERE id = $1", [config])
-        #expect(reason?.contains("every attempt failed since") == true, "\(String(describing: reason))")
-        // Its queued deliveries end visibly (failed, replayable), none is lost.
-        #expect(try fixture.waitUntilSettled(timeout: 20))
-        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'") == 3)
-    }
-}
-
 /// Hostile receivers and unusual but valid input: each has a defined, tested behaviour.
 @Suite struct HostileInputTests {
     @Test func tricklingReceiverIsCutAtTheTotalTimeout() throws {
@@ -301,3 +206,80 @@ private func connectLoopback(_ port: Int) throws -> Bool {
         #expect(bad.output.contains("HERALD_LOG_FORMAT=xml is not a format"))
     }
 }
+
+/// Endpoint health and fairness: a failing or slow endpoint is paused or capped, never hammered, and others go on.
+@Suite struct EndpointHealthTests {
+    @Test func circuitOpensPausesThenAProbeClosesIt() throws {
+        let fixture = try Fixture()
+        let healthy = Mutex(false)
+        let receiver = try TestReceiver { _, _ in healthy.withLock { $0 } ? .status(200) : .status(503) }
+        let config = try fixture.addConfig(name: "flaky", url: receiver.url, maxAttempts: 100)
+        for _ in 0..<10 { try fixture.emit() }
+        _ = try fixture.startWorker(["HERALD_CIRCUIT_THRESHOLD": "3", "HERALD_CIRCUIT_COOLDOWN_MS": "1500",
+                                     "HERALD_BACKOFF_BASE_MS": "20", "HERALD_BACKOFF_MAX_MS": "50"])
+        #expect(try eventually {
+            try fixture.scalar("SELECT circuit_open_until > now() FROM webhook_configs WHERE id = $1", [config]) == "t"
+        })
+        // While open: retries come due within 50 ms, yet nothing is sent.
+        let before = receiver.requests.count
+        Thread.sleep(forTimeInterval: 0.8)
+        #expect(receiver.requests.count == before, "requests while the circuit was open")
+        #expect(try fixture.count("SELECT consecutive_failures FROM webhook_configs") >= 3)
+        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'") == 0)
+
+        healthy.withLock { $0 = true }
+        #expect(try fixture.waitUntilSettled(timeout: 30))
+        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'") == 10)
+        let health = try fixture.connection.query(
+            "SELECT consecutive_failures, circuit_open_until, failing_since, is_active FROM webhook_configs").rows[0]
+        #expect(health == ["0", nil, nil, "t"])
+        // The first request after the pause was a single probe, not the whole backlog at once.
+        let afterPause = receiver.requests[before...]
+        #expect(afterPause.count >= 10)
+        if let probe = afterPause.first, afterPause.count > 1 {
+            let second = afterPause[afterPause.index(after: afterPause.startIndex)]
+            #expect(second.receivedAt >= probe.receivedAt)
+        }
+    }
+
+    @Test func slowEndpointIsCappedAndOthersKeepFlowing() throws {
+        let fixture = try Fixture()
+        let slow = try TestReceiver { _, _ in .delayed(seconds: 0.4, status: 200) }
+        let fast = try TestReceiver()
+        let slowConfig = try fixture.addConfig(name: "slow", url: slow.url, events: "{contact.created}")
+        try fixture.connection.query("UPDATE webhook_configs SET max_in_flight = 3 WHERE id = $1", [slowConfig])
+        let fastConfig = try fixture.addConfig(name: "fast", url: fast.url, events: "{contact.created}")
+        for _ in 0..<30 { try fixture.emit() }
+        _ = try fixture.startWorker(["HERALD_CONCURRENCY": "64"])
+        var peak = 0
+        let fastDone = try eventually(timeout: 20) {
+            peak = max(peak, try fixture.count(
+                "SELECT count(*) FROM webhook_deliveries WHERE config_id = $1 AND lease_token IS NOT NULL", [slowConfig]))
+            return try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE config_id = $1 AND status = 'delivered'",
+                                     [fastConfig]) == 30
+        }
+        #expect(fastDone)
+        // The fast endpoint finished while the slow one was still working through its backlog, 3 at a time.
+        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE config_id = $1 AND status = 'pending'", [slowConfig]) > 0)
+        #expect(peak <= 3 && peak >= 1, "peak in flight to the slow endpoint: \(peak)")
+        #expect(try fixture.waitUntilSettled(timeout: 30))
+    }
+
+    @Test func endpointFailingForTooLongIsDisabledWithAReason() throws {
+        let fixture = try Fixture()
+        let receiver = try TestReceiver { _, _ in .status(500) }
+        let config = try fixture.addConfig(name: "dead", url: receiver.url, maxAttempts: 100)
+        for _ in 0..<3 { try fixture.emit() }
+        _ = try fixture.startWorker(["HERALD_DISABLE_AFTER": "1s", "HERALD_CIRCUIT_THRESHOLD": "1000",
+                                     "HERALD_BACKOFF_BASE_MS": "100", "HERALD_BACKOFF_MAX_MS": "200"])
+        #expect(try eventually(timeout: 20) {
+            try fixture.scalar("SELECT is_active FROM webhook_configs WHERE id = $1", [config]) == "f"
+        })
+        let reason = try fixture.scalar("SELECT disabled_reason FROM webhook_configs WHERE id = $1", [config])
+        #expect(reason?.contains("every attempt failed since") == true, "\(String(describing: reason))")
+        // Its queued deliveries end visibly (failed, replayable), none is lost.
+        #expect(try fixture.waitUntilSettled(timeout: 20))
+        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'") == 3)
+    }
+}
+
