@@ -138,7 +138,7 @@ def insert_events(pg, count, payload):
 
 def start_workers(pg, count, concurrency, extra=None):
     env = dict(os.environ, DATABASE_URL=pg.url, HERALD_ALLOWED_NETWORKS="127.0.0.0/8",
-               HERALD_CONCURRENCY=str(concurrency), HERALD_LOG_LEVEL="warning")
+               HERALD_CONCURRENCY=str(concurrency), HERALD_LOG_LEVEL="warning", HERALD_METRICS_ADDR="off")
     env.update(extra or {})
     return [subprocess.Popen([os.path.join(BIN, "herald"), "work", "--worker-id", f"bench-{i}"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(count)]

@@ -79,7 +79,7 @@ def main():
                HERALD_BACKOFF_BASE_MS="50", HERALD_BACKOFF_MAX_MS="1000", HERALD_MAX_ATTEMPTS="100",
                HERALD_LEASE_MS="2000", HERALD_POLL_MS="100", HERALD_CONCURRENCY="64", HERALD_LOG_LEVEL="error",
                # The circuit breaker stays on (a run of failures pauses the endpoint), with a short cool-down.
-               HERALD_CIRCUIT_COOLDOWN_MS="200")
+               HERALD_CIRCUIT_COOLDOWN_MS="200", HERALD_METRICS_ADDR="off")
 
     def start(index):
         workers[index] = subprocess.Popen([HERALD, "work", "--worker-id", f"chaos-{index}"], env=env,

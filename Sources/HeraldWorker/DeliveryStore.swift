@@ -120,6 +120,23 @@ public final class DeliveryStore {
             """, [workerID, String(inFlight), String(concurrency), starting ? "true" : "false"])
     }
 
+    /// Per endpoint: due deliveries, the oldest one's age in seconds, and whether its circuit is open. Each count
+    /// is an index range on (config_id, next_attempt_at), so sampling stays cheap however long the history is.
+    public func backlog() throws -> [(config: String, due: Int, oldestSeconds: Double, circuitOpen: Bool)] {
+        try connection.execute(prepared: "herald_backlog", """
+            SELECT c.id,
+                   (SELECT count(*) FROM webhook_deliveries d WHERE d.config_id = c.id AND d.status = 'pending'
+                       AND d.lease_token IS NULL AND d.next_attempt_at <= now()),
+                   coalesce(extract(epoch FROM now() - (SELECT min(d.next_attempt_at) FROM webhook_deliveries d
+                       WHERE d.config_id = c.id AND d.status = 'pending' AND d.lease_token IS NULL
+                         AND d.next_attempt_at <= now())), 0),
+                   coalesce(c.circuit_open_until > now(), false)
+              FROM webhook_configs c
+            """, []).rows.map { row in
+            (row[0]!, Int(row[1]!)!, Double(row[2]!)!, row[3] == "t")
+        }
+    }
+
     /// Takes back deliveries whose lease expired; returns how many.
     @discardableResult
     public func rescue(defaultMaxAttempts: Int, limit: Int = 1000) throws -> Int {

@@ -4,6 +4,7 @@ import HeraldHTTP
 import HeraldPostgres
 import HeraldSigning
 import Logging
+import Synchronization
 
 /// One `herald work` process: claims due deliveries, sends them, records every attempt.
 ///
@@ -17,6 +18,11 @@ public final class Worker: Sendable {
     private let logger: Logger
     private let engine: CurlEngine
     private let mailbox = Mailbox()
+    private let metrics = WorkerMetrics()
+    private let healthy = Atomic<Bool>(false)
+
+    /// True while the worker's database connection works (what `/healthz` reports).
+    public var isHealthy: Bool { healthy.load(ordering: .relaxed) }
 
     public init(configuration: WorkerConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -88,6 +94,7 @@ public final class Worker: Sendable {
                     if reconnectDelay > .milliseconds(100) { logger.notice("reconnected to PostgreSQL") }
                     reconnectDelay = .milliseconds(100)
                 } catch {
+                    healthy.store(false, ordering: .relaxed)
                     logger.warning("PostgreSQL unavailable; retrying",
                                    metadata: ["error": "\(error)", "retry_in": "\(reconnectDelay.humanReadable)"])
                     nextConnectAttempt = ContinuousClock.now + reconnectDelay
@@ -98,6 +105,7 @@ public final class Worker: Sendable {
 
             do {
                 guard let current = store else { continue }
+                defer { metrics.inFlight.record(inFlight) }
                 if !unwritten.isEmpty {
                     let applied = try current.complete(unwritten)
                     if applied < unwritten.count {
@@ -114,6 +122,12 @@ public final class Worker: Sendable {
                     try current.heartbeat(inFlight: inFlight, concurrency: configuration.concurrency,
                                           starting: firstHeartbeat)
                     firstHeartbeat = false
+                    if configuration.sampleBacklog {
+                        let endpoints = try current.backlog()
+                        metrics.dueBacklog.record(endpoints.reduce(0) { $0 + $1.due })
+                        metrics.oldestDue.record(endpoints.map(\.oldestSeconds).max() ?? 0)
+                        for endpoint in endpoints { metrics.circuit(config: endpoint.config, open: endpoint.circuitOpen) }
+                    }
                 }
                 if now - lastRescue >= .seconds(1) {
                     lastRescue = now
@@ -128,6 +142,8 @@ public final class Worker: Sendable {
                 if slots > 0 && (mail.woken || lastClaimWasFull || now - lastClaim >= configuration.pollInterval) {
                     lastClaim = now
                     let claimed = try current.claim(limit: slots, lease: lease)
+                    healthy.store(true, ordering: .relaxed)
+                    metrics.claimBatch.record(claimed.count)
                     lastClaimWasFull = claimed.count == slots
                     inFlight += claimed.count
                     for delivery in claimed { send(delivery) }
@@ -136,6 +152,8 @@ public final class Worker: Sendable {
                 }
             } catch let error as PostgresError where error.isConnectionProblem {
                 logger.warning("lost the PostgreSQL connection; reconnecting", metadata: ["error": "\(error)"])
+                healthy.store(false, ordering: .relaxed)
+                metrics.reconnects.increment()
                 store?.connection.close()
                 store = nil
                 nextConnectAttempt = ContinuousClock.now + reconnectDelay
@@ -186,6 +204,7 @@ public final class Worker: Sendable {
         let policy = configuration.retryPolicy
         let mailbox = self.mailbox
         let logger = self.logger
+        let metrics = self.metrics
         engine.submit(request) { response in
             let retryAfter = response.retryAfter.flatMap {
                 RetryAfter.parse($0, now: Date().timeIntervalSince1970)
@@ -196,6 +215,9 @@ public final class Worker: Sendable {
                 retryAfter: retryAfter, maxAttempts: maxAttempts, policy: policy, random: Double.random(in: 0..<1))
             let error: String? = response.error?.message
                 ?? (response.isSuccess ? nil : "HTTP \(response.status ?? 0) is not a 2xx response")
+            metrics.attempt(outcome: response.error?.kind == .refusedAddress ? "refused" : outcome.label,
+                            status: response.error == nil ? response.status : nil)
+            metrics.attemptDuration.recordNanoseconds(Int64(response.duration.milliseconds * 1_000_000))
             var level: Logger.Level = .debug
             if case .failed = outcome { level = .warning }
             logger.log(level: level, "attempt finished", metadata: [

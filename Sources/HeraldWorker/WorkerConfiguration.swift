@@ -32,6 +32,8 @@ public struct WorkerConfiguration: Sendable {
     public var circuitCooldown: Duration = .seconds(30)
     /// `HERALD_DISABLE_AFTER`: a config whose every attempt failed for this long is disabled. Default 5 days.
     public var disableAfter: Duration = .seconds(5 * 86_400)
+    /// Sample the due backlog per endpoint every 5 s for the metrics (on when metrics are served).
+    public var sampleBacklog = false
 
     public init(databaseURL: String) {
         self.databaseURL = databaseURL

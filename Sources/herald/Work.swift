@@ -3,6 +3,8 @@ import Foundation
 import HeraldCore
 import HeraldWorker
 import Logging
+import Metrics
+import Prometheus
 
 struct Work: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -43,6 +45,8 @@ struct Work: ParsableCommand {
     var circuitCooldownMilliseconds: Int?
     @Option(name: .customLong("disable-after"), help: "Disable a config failing this long, e.g. 5d [HERALD_DISABLE_AFTER, default 5d].")
     var disableAfter: String?
+    @Option(name: .customLong("metrics-addr"), help: "Serve /metrics and /healthz on host:port, or off [HERALD_METRICS_ADDR, default 127.0.0.1:9464].")
+    var metricsAddress: String?
 
     func run() throws {
         try bootstrapLogging()
@@ -66,18 +70,40 @@ struct Work: ParsableCommand {
             ("HERALD_DISABLE_AFTER", disableAfter),
         ]
         for case let (name, value?) in flags { environment[name] = value }
-        let configuration: WorkerConfiguration
+        var configuration: WorkerConfiguration
         do {
             configuration = try WorkerConfiguration.fromEnvironment(environment)
             try configuration.validate()
         } catch {
             throw CommandFailure(error.description)
         }
+        let metricsAddress = self.metricsAddress ?? environment["HERALD_METRICS_ADDR"] ?? "127.0.0.1:9464"
+        configuration.sampleBacklog = metricsAddress != "off"
+        let registry = PrometheusCollectorRegistry()
+        if metricsAddress != "off" {
+            var factory = PrometheusMetricsFactory(registry: registry)
+            factory.durationHistogramBuckets["herald_attempt_duration_seconds"] =
+                [.milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+                 .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10)]
+            factory.valueHistogramBuckets["herald_claim_batch_size"] = [0, 1, 4, 16, 64, 256, 1024]
+            MetricsSystem.bootstrap(factory)
+        }
         var startup = Logger.Metadata()
+        startup["metrics"] = "\(metricsAddress)"
+
         for (key, value) in configuration.summary { startup[key] = "\(value)" }
         logger.info("herald \(HeraldVersion.current) starting", metadata: startup)
 
         let worker = Worker(configuration: configuration, logger: logger)
+        var server: MetricsServer?
+        if metricsAddress != "off" {
+            do {
+                server = try MetricsServer(address: metricsAddress, registry: registry) { worker.isHealthy }
+            } catch {
+                // Metrics are not worth refusing to deliver over (e.g. a second worker on the same port).
+                logger.warning("no /metrics and /healthz", metadata: ["error": "\(error)"])
+            }
+        }
         let signals = SignalTrap { count in
             if count == 1 {
                 worker.stop()
@@ -88,6 +114,7 @@ struct Work: ParsableCommand {
         }
         worker.run()
         _ = signals
+        _ = server
         logger.info("stopped")
     }
 }

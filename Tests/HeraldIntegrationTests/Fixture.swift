@@ -18,6 +18,7 @@ final class Fixture {
         "HERALD_POLL_MS": "50",
         "HERALD_LEASE_MS": "3000",
         "HERALD_MAX_ATTEMPTS": "5",
+        "HERALD_METRICS_ADDR": "off",
     ]
 
     init() throws {
