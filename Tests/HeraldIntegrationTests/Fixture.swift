@@ -108,3 +108,34 @@ func connectLoopback(_ port: Int) throws -> Bool {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     } == 0
 }
+
+/// A PostgreSQL cluster of a test's own (scripts/pg), for tests that stop or restart PostgreSQL: doing that to
+/// the shared one would disturb tests running in parallel. Migrated; stopped and removed on `stop()`.
+struct OwnCluster {
+    let url: String
+    let directory: URL
+    let script: String
+
+    init() throws {
+        script = try TestEnvironment.projectRoot().appendingPathComponent("scripts/pg").path
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("herald-own-\(UUID().uuidString.prefix(8))")
+        let start = try runTool("bash", [script, "start", "--dir", directory.path, "--fast"])
+        guard let line = start.split(separator: "\n").first(where: { $0.hasPrefix("DATABASE_URL=") }) else {
+            throw ReceiverError("scripts/pg start printed no DATABASE_URL: \(start)")
+        }
+        url = String(line.dropFirst("DATABASE_URL=".count))
+        let migrated = try HeraldProcess.run(["migrate", "--database-url", url])
+        guard migrated.status == 0 else { throw ReceiverError("migrate failed: \(migrated.output)") }
+    }
+
+    func restart() throws { _ = try runTool("bash", [script, "restart", "--dir", directory.path]) }
+    func pause() throws { _ = try runTool("bash", [script, "stop", "--dir", directory.path]) }
+    func resume() throws {
+        _ = try runTool("bash", [script, "start", "--dir", directory.path, "--fast", "--port", String(URL(string: url)!.port!)])
+    }
+
+    func stop() {
+        _ = try? runTool("bash", [script, "stop", "--dir", directory.path])
+        try? FileManager.default.removeItem(at: directory)
+    }
+}

@@ -21,16 +21,9 @@ import Testing
 
     @Test func metricsCountAttemptsAndHealthzFollowsTheDatabase() throws {
         // A cluster of its own: this test stops PostgreSQL.
-        let root = try TestEnvironment.projectRoot()
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("herald-metrics-\(UUID().uuidString.prefix(8))")
-        let script = root.appendingPathComponent("scripts/pg").path
-        let start = try runTool("bash", [script, "start", "--dir", directory.path, "--fast"])
-        defer {
-            _ = try? runTool("bash", [script, "stop", "--dir", directory.path])
-            try? FileManager.default.removeItem(at: directory)
-        }
-        let url = String(try #require(start.split(separator: "\n").first { $0.hasPrefix("DATABASE_URL=") }?.dropFirst(13)))
-        #expect(try HeraldProcess.run(["migrate", "--database-url", url]).status == 0)
+        let cluster = try OwnCluster()
+        defer { cluster.stop() }
+        let url = cluster.url
         let connection = try PostgresConnection(url)
         let receiver = try TestReceiver { request, _ in request.bodyText.contains("fail") ? .status(500) : .status(200) }
         try connection.query("INSERT INTO webhook_configs (name, url, events, max_attempts) VALUES ('m', $1, '{*}', 1)", [receiver.url])
@@ -61,9 +54,9 @@ import Testing
         #expect(after.contains("# TYPE herald_attempts_total counter"))
 
         // PostgreSQL goes away: /healthz says so; it comes back: healthy again.
-        _ = try runTool("bash", [script, "stop", "--dir", directory.path])
+        try cluster.pause()
         #expect(eventually(timeout: 20) { (try? scrape(port, "/healthz").status) == "503" })
-        _ = try runTool("bash", [script, "start", "--dir", directory.path, "--fast", "--port", String(URL(string: url)!.port!)])
+        try cluster.resume()
         #expect(eventually(timeout: 30) { (try? scrape(port, "/healthz").status) == "200" }, "\(worker.output)")
         #expect(value(try scrape(port, "/metrics").body, "herald_reconnects_total") >= 1)
         #expect(try scrape(port, "/nope").status == "404")

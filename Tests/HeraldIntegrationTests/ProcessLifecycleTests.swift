@@ -70,29 +70,21 @@ import Testing
     }
 
     @Test func survivesPostgresRestartingUnderIt() throws {
-        // A cluster of its own: restarting the shared one would disturb tests running in parallel.
-        let root = try TestEnvironment.projectRoot()
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("herald-restart-\(UUID().uuidString.prefix(8))")
-        let script = root.appendingPathComponent("scripts/pg").path
-        let start = try runTool("bash", [script, "start", "--dir", directory.path, "--fast"])
-        defer {
-            _ = try? runTool("bash", [script, "stop", "--dir", directory.path])
-            try? FileManager.default.removeItem(at: directory)
-        }
-        let url = try #require(start.split(separator: "\n").first { $0.hasPrefix("DATABASE_URL=") }?.dropFirst(13))
-        #expect(try HeraldProcess.run(["migrate", "--database-url", String(url)]).status == 0)
-        let connection = try PostgresConnection(String(url))
+        let cluster = try OwnCluster()
+        defer { cluster.stop() }
+        let url = cluster.url
+        let connection = try PostgresConnection(url)
         let receiver = try TestReceiver()
         try connection.query("INSERT INTO webhook_configs (name, url, events) VALUES ('r', $1, '{*}')", [receiver.url])
         try connection.query("INSERT INTO webhook_events (event_type, data) VALUES ('contact.created', '{\"n\": 1}')")
         var environment = Fixture.fastWorker
-        environment["DATABASE_URL"] = String(url)
+        environment["DATABASE_URL"] = url
         let worker = try HeraldProcess(["work"], environment: environment)
         defer { worker.kill() }
         #expect(eventually { receiver.requests.count == 1 })
 
-        _ = try runTool("bash", [script, "restart", "--dir", directory.path])
-        let after = try PostgresConnection(String(url))
+        try cluster.restart()
+        let after = try PostgresConnection(url)
         try after.query("INSERT INTO webhook_events (event_type, data) VALUES ('contact.created', '{\"n\": 2}')")
         #expect(eventually(timeout: 30) { receiver.requests.count == 2 })
         #expect(try eventually { try after.query("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'").scalar == "2" })
