@@ -12,6 +12,10 @@ CREATE TABLE webhook_configs (
     url             text NOT NULL,
     events          text[] NOT NULL,
     secret          text NULL,
+    -- During a secret rotation: the old secret, still used for a second Standard Webhooks signature until
+    -- previous_secret_expires_at, so receivers can switch over without rejecting anything.
+    previous_secret text NULL,
+    previous_secret_expires_at timestamptz NULL,
     is_active       boolean NOT NULL DEFAULT true,
     -- Overrides the worker's HERALD_MAX_ATTEMPTS for this endpoint when set.
     max_attempts    integer NULL,

@@ -29,7 +29,8 @@ RETURNS TABLE (
     url          text,
     secret       text,
     max_attempts integer,  -- the delivery's, else the config's; NULL: the worker's default applies
-    is_active    boolean
+    is_active    boolean,
+    previous_secret text   -- during a rotation, until it expires
 )
 LANGUAGE plpgsql
 -- Planned for the actual batch size on every call. A generic plan (what a LANGUAGE sql function or a reused
@@ -122,7 +123,8 @@ BEGIN
        AND c.id = d.config_id
     RETURNING d.id, d.lease_token, d.attempts, e.id, e.event_type,
               to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-              e.data::text, c.id, c.url, c.secret, coalesce(d.max_attempts, c.max_attempts), c.is_active;
+              e.data::text, c.id, c.url, c.secret, coalesce(d.max_attempts, c.max_attempts), c.is_active,
+              CASE WHEN c.previous_secret_expires_at > now() THEN c.previous_secret END;
 END
 $$;
 

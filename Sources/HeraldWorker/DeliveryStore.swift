@@ -15,6 +15,8 @@ public struct ClaimedDelivery: Sendable {
     public var secret: String?
     public var maxAttempts: Int?
     public var configActive: Bool
+    /// The config's previous secret while a rotation is under way.
+    public var previousSecret: String?
 }
 
 /// The outcome of one attempt, as `herald_complete` records it.
@@ -67,7 +69,8 @@ public final class DeliveryStore {
             ClaimedDelivery(
                 deliveryID: row[0]!, leaseToken: row[1]!, attempt: Int(row[2]!)!, eventID: row[3]!,
                 eventType: row[4]!, occurredAt: row[5]!, dataJSON: row[6]!, configID: row[7]!, url: row[8]!,
-                secret: row[9], maxAttempts: row[10].flatMap { Int($0) }, configActive: row[11] == "t")
+                secret: row[9], maxAttempts: row[10].flatMap { Int($0) }, configActive: row[11] == "t",
+                previousSecret: row[12])
         }
     }
 

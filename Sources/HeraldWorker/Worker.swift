@@ -197,8 +197,15 @@ public final class Worker: Sendable {
         headers.append("webhook-timestamp: \(now)")
         if let secret = delivery.secret {
             headers.append("X-Webhook-Signature: \(Signer.signatureHex(secret: secret, body: body))")
-            headers.append("webhook-signature: " + Signer.standardWebhooksSignature(
-                secret: secret, id: delivery.deliveryID, timestamp: now, body: body))
+            // During a rotation both signatures go out, space-separated, as Standard Webhooks specifies; the
+            // documented X-Webhook-Signature always uses the current secret.
+            var signatures = [Signer.standardWebhooksSignature(
+                secret: secret, id: delivery.deliveryID, timestamp: now, body: body)]
+            if let previous = delivery.previousSecret {
+                signatures.append(Signer.standardWebhooksSignature(
+                    secret: previous, id: delivery.deliveryID, timestamp: now, body: body))
+            }
+            headers.append("webhook-signature: " + signatures.joined(separator: " "))
         }
         let request = HTTPRequest(url: delivery.url, headers: headers, body: body, timeout: configuration.timeout)
         let policy = configuration.retryPolicy

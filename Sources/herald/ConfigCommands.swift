@@ -117,7 +117,10 @@ struct ConfigCommand: ParsableCommand {
             let connection = try database.connect()
             let id = try resolveConfig(config, on: connection)
             let sql = """
-                SELECT \(ConfigCommand.columns), c.disabled_reason, c.disabled_at, c.created_at, c.updated_at,
+                SELECT \(ConfigCommand.columns), c.disabled_reason, c.disabled_at,
+                       CASE WHEN c.previous_secret_expires_at > now()
+                            THEN 'until ' || c.previous_secret_expires_at END AS previous_secret_valid,
+                       c.created_at, c.updated_at,
                        s.attempts_24h, s.success_rate_pct,
                        s.pending, s.failed, s.last_error
                   FROM webhook_configs c JOIN webhook_config_stats s ON s.config_id = c.id WHERE c.id = $1
@@ -218,15 +221,39 @@ struct ConfigCommand: ParsableCommand {
 
     struct RotateSecret: ParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "rotate-secret", abstract: "Replace a config's secret with a new generated one, printed once.")
+            commandName: "rotate-secret",
+            abstract: "Replace a config's secret with a new generated one, printed once.",
+            discussion: """
+                The old secret stays valid for --keep-previous (default 24h): until then requests carry a Standard \
+                Webhooks signature for each secret (X-Webhook-Signature uses the new one), so receivers can switch \
+                over without rejecting anything. --keep-previous 0s drops it at once.
+                """)
         @OptionGroup var database: DatabaseOptions
         @Argument(help: "Config id or name.") var config: String
+        @Option(name: .customLong("keep-previous"), help: "How long the old secret still signs (e.g. 24h, 0s).")
+        var keepPrevious: String = "24h"
+
+        func validate() throws {
+            if DurationText.parse(keepPrevious) == nil {
+                throw CommandFailure(DurationText.explain("--keep-previous", keepPrevious, datesAllowed: false))
+            }
+        }
+
         func run() throws {
             let connection = try database.connect()
             let id = try resolveConfig(config, on: connection)
             let secret = ConfigCommand.generateSecret()
-            try connection.query("UPDATE webhook_configs SET secret = $2 WHERE id = $1", [id, secret])
+            let keep = DurationText.parse(keepPrevious)!
+            try connection.query("""
+                UPDATE webhook_configs
+                   SET previous_secret = CASE WHEN $3::bigint > 0 THEN secret END,
+                       previous_secret_expires_at = CASE WHEN $3::bigint > 0 AND secret IS NOT NULL
+                                                         THEN now() + $3::bigint * interval '1 millisecond' END,
+                       secret = $2
+                 WHERE id = $1
+                """, [id, secret, String(Int64(keep.milliseconds))])
             print("rotated the secret of config \(id); requests are signed with the new one from now on")
+            if keep > .zero { print("the previous secret also signs (webhook-signature) for \(keepPrevious)") }
             ConfigCommand.printSecretOnce(secret)
         }
     }

@@ -284,3 +284,41 @@ import Testing
         #expect(rejected.output.contains("WebhookVerificationError"), "\(rejected.output)")
     }
 }
+
+extension StandardWebhooksInteropTests {
+    @Test func duringARotationBothSecretsVerify() throws {
+        let python = try TestEnvironment.require("HERALD_TEST_PYTHON")
+        let fixture = try Fixture()
+        let receiver = try TestReceiver()
+        let config = try fixture.addConfig(name: "rotating", url: receiver.url, secret: "old-secret")
+        let rotated = try HeraldProcess.run(["config", "rotate-secret", "rotating", "--keep-previous", "1h"],
+                                            environment: ["DATABASE_URL": fixture.database.url])
+        #expect(rotated.status == 0, "\(rotated.output)")
+        let newSecret = try #require(try fixture.scalar("SELECT secret FROM webhook_configs WHERE id = $1", [config]))
+        #expect(newSecret != "old-secret" && rotated.output.contains(newSecret))
+        #expect(!rotated.output.contains("old-secret"))
+        try fixture.emit()
+        _ = try fixture.startWorker()
+        #expect(try fixture.waitUntilSettled())
+        let request = try #require(receiver.requests.first)
+        let signatures = try #require(request.headers["webhook-signature"]).split(separator: " ")
+        #expect(signatures.count == 2 && signatures.allSatisfy { $0.hasPrefix("v1,") })
+        #expect(request.headers["x-webhook-signature"] == hmacHex(secret: newSecret, body: request.body))
+        let headers = String(decoding: try JSONSerialization.data(withJSONObject: [
+            "webhook-id": request.headers["webhook-id"]!, "webhook-timestamp": request.headers["webhook-timestamp"]!,
+            "webhook-signature": request.headers["webhook-signature"]!,
+        ]), as: UTF8.self)
+        let script = """
+            import base64, sys, json
+            from standardwebhooks.webhooks import Webhook
+            Webhook('whsec_' + base64.b64encode(sys.argv[1].encode()).decode()).verify(sys.stdin.buffer.read(), json.loads(sys.argv[2]))
+            print('verified')
+            """
+        for secret in ["old-secret", newSecret] {
+            let result = try ChildProcess.run(python, ["-c", script, secret, headers], input: request.body)
+            #expect(result.status == 0 && result.output.contains("verified"), "\(secret): \(result.output)")
+        }
+        let stranger = try ChildProcess.run(python, ["-c", script, "someone-else", headers], input: request.body)
+        #expect(stranger.status != 0)
+    }
+}
