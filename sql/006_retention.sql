@@ -11,7 +11,10 @@
 -- Very large installations: partition webhook_logs by month (PARTITION BY RANGE (created_at)) and drop whole
 -- partitions instead; see README, "Retention".
 
-CREATE FUNCTION herald_prune(p_older_than interval, p_batch integer DEFAULT 1000, p_dry_run boolean DEFAULT false)
+-- p_skip_if_busy: return zeros at once if another session is pruning (workers with HERALD_RETENTION call it
+-- with true, so only one of them prunes at a time).
+CREATE FUNCTION herald_prune(p_older_than interval, p_batch integer DEFAULT 1000, p_dry_run boolean DEFAULT false,
+                             p_skip_if_busy boolean DEFAULT false)
 RETURNS TABLE (deliveries bigint, logs bigint, events bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -20,6 +23,10 @@ DECLARE
     l bigint;
     e bigint;
 BEGIN
+    IF p_skip_if_busy AND NOT pg_try_advisory_xact_lock(7220136354046182) THEN
+        RETURN QUERY SELECT 0::bigint, 0::bigint, 0::bigint;
+        RETURN;
+    END IF;
     IF p_older_than <= interval '0' THEN
         RAISE EXCEPTION 'herald_prune needs a positive age, got %', p_older_than USING ERRCODE = 'invalid_parameter_value';
     END IF;

@@ -140,6 +140,16 @@ public final class DeliveryStore {
         }
     }
 
+    /// One retention batch (skipped when another worker is pruning); returns the rows deleted.
+    @discardableResult
+    public func prune(olderThan age: Duration, batch: Int) throws -> Int {
+        let row = try connection.execute(
+            prepared: "herald_prune",
+            "SELECT deliveries + logs + events FROM herald_prune($1::interval, $2, false, true)",
+            ["\(Int64(age.milliseconds)) milliseconds", String(batch)])
+        return Int(row.scalar ?? "0") ?? 0
+    }
+
     /// Takes back deliveries whose lease expired; returns how many.
     @discardableResult
     public func rescue(defaultMaxAttempts: Int, limit: Int = 1000) throws -> Int {

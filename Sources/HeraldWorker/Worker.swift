@@ -58,6 +58,7 @@ public final class Worker: Sendable {
         var lastClaim = ContinuousClock.now - .seconds(3600)
         var lastRescue = ContinuousClock.now - .seconds(3600)
         var lastHeartbeat = ContinuousClock.now - .seconds(3600)
+        var lastPrune = ContinuousClock.now
         var firstHeartbeat = true
         var reconnectDelay = Duration.milliseconds(100)
         var nextConnectAttempt = ContinuousClock.now
@@ -127,6 +128,14 @@ public final class Worker: Sendable {
                         metrics.dueBacklog.record(endpoints.reduce(0) { $0 + $1.due })
                         metrics.oldestDue.record(endpoints.map(\.oldestSeconds).max() ?? 0)
                         for endpoint in endpoints { metrics.circuit(config: endpoint.config, open: endpoint.circuitOpen) }
+                    }
+                }
+                if let retention = configuration.retention,
+                   now - lastPrune >= min(.seconds(10), retention / 2) {
+                    lastPrune = now
+                    // One batch per tick keeps the dispatcher's pause short; a full batch means more is waiting.
+                    if try current.prune(olderThan: retention, batch: 2000) > 0 {
+                        lastPrune = now - .seconds(3600)
                     }
                 }
                 if now - lastRescue >= .seconds(1) {

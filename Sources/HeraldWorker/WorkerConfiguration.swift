@@ -32,6 +32,9 @@ public struct WorkerConfiguration: Sendable {
     public var circuitCooldown: Duration = .seconds(30)
     /// `HERALD_DISABLE_AFTER`: a config whose every attempt failed for this long is disabled. Default 5 days.
     public var disableAfter: Duration = .seconds(5 * 86_400)
+    /// `HERALD_RETENTION`: when set (e.g. `30d`), the worker prunes what finished longer ago than this, a batch at a
+    /// time (only one worker at a time does). Default: off; `herald prune` from cron does the same.
+    public var retention: Duration?
     /// Sample the due backlog per endpoint every 5 s for the metrics (on when metrics are served).
     public var sampleBacklog = false
 
@@ -81,6 +84,12 @@ public struct WorkerConfiguration: Sendable {
         if let value = try integer("HERALD_CIRCUIT_COOLDOWN_MS", 10...86_400_000) {
             configuration.circuitCooldown = .milliseconds(value)
         }
+        if let text = environment["HERALD_RETENTION"], !text.isEmpty, text != "off" {
+            guard let value = DurationText.parse(text), value > .zero else {
+                throw ConfigurationError(DurationText.explain("HERALD_RETENTION", text, datesAllowed: false) + ", or off")
+            }
+            configuration.retention = value
+        }
         if let text = environment["HERALD_DISABLE_AFTER"], !text.isEmpty {
             guard let value = DurationText.parse(text) else {
                 throw ConfigurationError(DurationText.explain("HERALD_DISABLE_AFTER", text, datesAllowed: false))
@@ -119,6 +128,7 @@ public struct WorkerConfiguration: Sendable {
             ("endpoint_concurrency", String(endpointConcurrency)),
             ("circuit", "opens after \(circuitThreshold) failures in a row, cool-down from \(circuitCooldown.humanReadable)"),
             ("disable_after", disableAfter.humanReadable),
+            ("retention", retention.map(\.humanReadable) ?? "off"),
         ]
     }
 }

@@ -26,7 +26,7 @@ struct Prune: ParsableCommand {
         let age = DurationText.parse(olderThan)!
         let interval = "\(Int64(age.milliseconds)) milliseconds"
         let connection = try database.connect()
-        let call = "SELECT deliveries, logs, events FROM herald_prune($1::interval, $2, $3)"
+        let call = "SELECT deliveries, logs, events FROM herald_prune($1::interval, $2, $3, false)"
         if dryRun {
             let row = try connection.query(call, [interval, String(batch), "true"]).rows[0]
             print("would delete \(row[0] ?? "0") deliveries, \(row[1] ?? "0") log rows and \(row[2] ?? "0") events older than \(olderThan)")

@@ -45,6 +45,8 @@ struct Work: ParsableCommand {
     var circuitCooldownMilliseconds: Int?
     @Option(name: .customLong("disable-after"), help: "Disable a config failing this long, e.g. 5d [HERALD_DISABLE_AFTER, default 5d].")
     var disableAfter: String?
+    @Option(help: "Prune what finished longer ago than this, e.g. 30d, or off [HERALD_RETENTION, default off].")
+    var retention: String?
     @Option(name: .customLong("metrics-addr"), help: "Serve /metrics and /healthz on host:port, or off [HERALD_METRICS_ADDR, default 127.0.0.1:9464].")
     var metricsAddress: String?
 
@@ -68,6 +70,7 @@ struct Work: ParsableCommand {
             ("HERALD_CIRCUIT_THRESHOLD", circuitThreshold.map(String.init)),
             ("HERALD_CIRCUIT_COOLDOWN_MS", circuitCooldownMilliseconds.map(String.init)),
             ("HERALD_DISABLE_AFTER", disableAfter),
+            ("HERALD_RETENTION", retention),
         ]
         for case let (name, value?) in flags { environment[name] = value }
         var configuration: WorkerConfiguration

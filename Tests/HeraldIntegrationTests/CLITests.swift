@@ -223,7 +223,8 @@ import Testing
 
         // The SQL functions directly, as an operator in psql would use them.
         #expect(try fixture.scalar("SELECT herald_replay_matching(p_status => 'delivered', p_event_type => 'deal.created')") == "1")
-        #expect(try fixture.scalar("SELECT herald_replay(ARRAY[$1]::uuid[])", [ids[1]]) == "1")
+        let stillDelivered = try #require(try fixture.scalar("SELECT id FROM webhook_deliveries WHERE status = 'delivered' LIMIT 1"))
+        #expect(try fixture.scalar("SELECT herald_replay(ARRAY[$1]::uuid[])", [stillDelivered]) == "1")
         #expect(throws: PostgresError.self) { try fixture.connection.query("SELECT herald_replay(ARRAY[$1]::uuid[])", [pendingID]) }
     }
 
@@ -303,5 +304,29 @@ extension CLITests {
         #expect(try fixture.count("SELECT count(*) FROM webhook_events") == 3)
         let bad = try HeraldProcess.run(["prune", "--older-than", "soon"], environment: environment)
         #expect(bad.status != 0 && bad.output.contains("--older-than 'soon' is not a duration"))
+    }
+}
+
+extension CLITests {
+    @Test func workerPrunesPeriodicallyWithRetentionAndKeepsPending() throws {
+        let fixture = try Fixture()
+        let good = try TestReceiver()
+        let bad = try TestReceiver { _, _ in .status(500) }
+        try fixture.addConfig(name: "good", url: good.url, events: "{contact.created}")
+        let badConfig = try fixture.addConfig(name: "bad", url: bad.url, events: "{deal.created}")
+        for _ in 0..<4 { try fixture.emit("contact.created") }
+        try fixture.emit("deal.created")
+        _ = try fixture.startWorker(["HERALD_RETENTION": "2s", "HERALD_BACKOFF_BASE_MS": "600000",
+                                     "HERALD_BACKOFF_MAX_MS": "600000"])
+        #expect(try eventually(timeout: 30) {
+            try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'") == 0
+                && good.requests.count == 4
+        })
+        #expect(try eventually(timeout: 30) {
+            try fixture.count("SELECT count(*) FROM webhook_logs WHERE config_id <> $1", [badConfig]) == 0
+        })
+        // The failing delivery waits for its retry: still there, with its event.
+        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE config_id = $1 AND status = 'pending'", [badConfig]) == 1)
+        #expect(try fixture.count("SELECT count(*) FROM webhook_events") == 1)
     }
 }
