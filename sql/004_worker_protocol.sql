@@ -1,6 +1,7 @@
 -- 004 — The worker protocol: claim, complete, rescue.
 --
--- Workers call only these three functions, so the whole claim/lease protocol can be read here.
+-- The whole claim/lease protocol is these three functions, so it can be read here. (Workers also write
+-- heartbeats, sample the backlog for their metrics and, with HERALD_RETENTION, call herald_prune: sql/005, 006.)
 --   1. herald_claim     takes a lease on up to n due deliveries (FOR UPDATE SKIP LOCKED: workers never wait on
 --                       each other and never get the same row) and returns everything needed to send them.
 --   2. herald_complete  writes the outcomes of many attempts in one statement, fenced by the lease token: a
@@ -10,9 +11,10 @@
 
 -- ---------------------------------------------------------------------------------------------------------
 -- THE CLAIM QUERY.
--- Reads the partial index webhook_deliveries_due in next_attempt_at order, skipping rows another worker has
--- locked, and takes a lease: lease_token identifies this claim, next_attempt_at becomes the lease expiry, so
--- if this worker dies the row simply becomes due again. attempts is counted here, not on completion.
+-- Per endpoint, reads the partial indexes webhook_deliveries_due_first / _due_retry in next_attempt_at order
+-- (at most the endpoint's free in-flight slots, none while its circuit is open), skipping rows another worker
+-- has locked, and takes a lease: lease_token identifies this claim, next_attempt_at becomes the lease expiry,
+-- so if this worker dies the row simply becomes due again. attempts is counted here, not on completion.
 -- p_lease must be much longer than the HTTP timeout, or a slow attempt would be sent twice at once.
 -- ---------------------------------------------------------------------------------------------------------
 CREATE FUNCTION herald_claim(p_limit integer, p_lease interval, p_worker text,
@@ -223,8 +225,8 @@ $$;
 -- ---------------------------------------------------------------------------------------------------------
 -- Expired leases: the worker that held them was killed, hung, or lost its database connection for longer
 -- than the lease. Each lost attempt is logged (outcome 'lost'); the delivery is due again at once, or failed
--- when that was its last attempt. Every worker runs this about once a second; it reads the same partial
--- index as the claim and finds nothing in the normal case.
+-- when that was its last attempt. Every worker runs this about once a second; it reads the small partial
+-- index webhook_deliveries_leased (deliveries in flight only) and finds nothing in the normal case.
 -- ---------------------------------------------------------------------------------------------------------
 CREATE FUNCTION herald_rescue(p_default_max_attempts integer, p_limit integer)
 RETURNS integer

@@ -22,6 +22,8 @@ DECLARE
     pending  text;
     replayed integer;
 BEGIN
+    -- Lock them first, so a concurrent claim or replay cannot slip in between the checks and the update.
+    PERFORM 1 FROM webhook_deliveries WHERE id = ANY (p_delivery_ids) ORDER BY id FOR UPDATE;
     SELECT string_agg(x::text, ', ') INTO missing
       FROM unnest(p_delivery_ids) AS x
      WHERE NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.id = x);
@@ -40,7 +42,8 @@ BEGIN
        SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_token = NULL, leased_by = NULL,
            completed_at = NULL, max_attempts = NULL, replay_count = replay_count + 1, replayed_at = now(),
            updated_at = now()
-     WHERE id = ANY (p_delivery_ids);
+     WHERE id = ANY (p_delivery_ids)
+       AND status <> 'pending';
     GET DIAGNOSTICS replayed = ROW_COUNT;
     PERFORM pg_notify('herald_deliveries', '');
     RETURN replayed;
@@ -89,7 +92,7 @@ BEGIN
        SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_token = NULL, leased_by = NULL,
            completed_at = NULL, max_attempts = NULL, replay_count = d.replay_count + 1, replayed_at = now(),
            updated_at = now()
-      FROM chosen WHERE d.id = chosen.id;
+      FROM chosen WHERE d.id = chosen.id AND d.status = p_status;
     GET DIAGNOSTICS affected = ROW_COUNT;
     IF affected > 0 THEN
         PERFORM pg_notify('herald_deliveries', '');

@@ -41,8 +41,11 @@ BEGIN
         RETURN;
     END IF;
     WITH gone AS (
+        -- Locked and checked again: a delivery replayed meanwhile (pending again) is not deleted.
         DELETE FROM webhook_deliveries WHERE id IN (
-            SELECT x.id FROM webhook_deliveries x WHERE x.status <> 'pending' AND x.completed_at < cutoff LIMIT p_batch)
+            SELECT x.id FROM webhook_deliveries x WHERE x.status <> 'pending' AND x.completed_at < cutoff LIMIT p_batch
+               FOR UPDATE SKIP LOCKED)
+          AND status <> 'pending'
         RETURNING 1)
     SELECT count(*) INTO d FROM gone;
     WITH gone AS (

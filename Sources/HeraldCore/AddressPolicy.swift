@@ -15,10 +15,6 @@ public enum IPAddress: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    public init(v4Bytes b: [UInt8]) {
-        self = .v4(UInt32(b[0]) << 24 | UInt32(b[1]) << 16 | UInt32(b[2]) << 8 | UInt32(b[3]))
-    }
-
     public init(v6Bytes b: [UInt8]) {
         var high: UInt64 = 0
         var low: UInt64 = 0

@@ -37,11 +37,13 @@ public enum AttemptOutcome: Sendable, Equatable {
 
 /// Parses an HTTP `Retry-After` value: delay-seconds, or an HTTP-date relative to `now` (Unix seconds).
 public enum RetryAfter {
+    /// The receiver controls this text: every number is bounded before arithmetic, so no value can trap.
     public static func parse(_ value: String, now: Double) -> Duration? {
         let trimmed = value.trimmingSpaces
-        if let seconds = Int64(trimmed), seconds >= 0 { return .seconds(seconds) }
+        let year: Int64 = 365 * 86_400
+        if let seconds = Int64(trimmed), seconds >= 0 { return .seconds(min(seconds, year)) }
         guard let date = HTTPDate.parse(trimmed) else { return nil }
-        return .milliseconds(Int64(max(0, date - now) * 1000))
+        return .milliseconds(Int64(min(max(0, date - now), Double(year)) * 1000))
     }
 }
 
@@ -49,13 +51,15 @@ public enum RetryAfter {
 enum HTTPDate {
     static func parse(_ text: String) -> Double? {
         let parts = text.split(separator: " ")
-        guard parts.count == 6, parts[5] == "GMT", let day = Int(parts[1]), let year = Int(parts[3]) else {
+        guard parts.count == 6, parts[5] == "GMT", let day = Int(parts[1]), (1...31).contains(day),
+              let year = Int(parts[3]), (1970...9999).contains(year) else {
             return nil
         }
         let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
         guard let monthIndex = months.firstIndex(of: String(parts[2])) else { return nil }
         let clock = parts[4].split(separator: ":").compactMap { Int($0) }
-        guard clock.count == 3 else { return nil }
+        guard clock.count == 3, (0...23).contains(clock[0]), (0...59).contains(clock[1]), (0...60).contains(clock[2])
+        else { return nil }
         return Double(daysFromCivil(year: year, month: monthIndex + 1, day: day)) * 86_400
             + Double(clock[0] * 3600 + clock[1] * 60 + clock[2])
     }

@@ -32,6 +32,20 @@ public final class PostgresConnection {
 
     deinit { close() }
 
+    /// `connectionString` with TCP keepalives and a TCP user timeout added where it does not set them, so a
+    /// silently dropped network path fails a call within about 30 s instead of blocking it for hours.
+    public static func withNetworkTimeouts(_ connectionString: String) -> String {
+        let settings = [("keepalives", "1"), ("keepalives_idle", "10"), ("keepalives_interval", "5"),
+                        ("keepalives_count", "3"), ("tcp_user_timeout", "30000")]
+        let missing = settings.filter { !connectionString.contains($0.0 + "=") && !connectionString.contains($0.0 + " =") }
+        guard !missing.isEmpty else { return connectionString }
+        if connectionString.contains("://") {
+            let separator = connectionString.contains("?") ? "&" : "?"
+            return connectionString + separator + missing.map { "\($0.0)=\($0.1)" }.joined(separator: "&")
+        }
+        return connectionString + " " + missing.map { "\($0.0)=\($0.1)" }.joined(separator: " ")
+    }
+
     /// Closes the connection; later calls throw a `.connection` error.
     public func close() {
         if let handle { PQfinish(handle) }

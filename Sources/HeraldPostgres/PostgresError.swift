@@ -28,12 +28,13 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
         self.hint = hint
     }
 
-    /// True when the statement may succeed on a new connection: the connection broke, or the server is
-    /// shutting down / starting up (SQLSTATE classes 08 and 57P).
+    /// True when the statement may succeed on a new connection: the connection broke, the server is shutting
+    /// down or starting up (SQLSTATE classes 08 and 57P), a statement timeout (57014), or the server became a
+    /// read-only standby after a failover (25006).
     public var isConnectionProblem: Bool {
         if kind == .connection { return true }
         guard let state = sqlState else { return false }
-        return state.hasPrefix("08") || state.hasPrefix("57P")
+        return state.hasPrefix("08") || state.hasPrefix("57P") || state == "57014" || state == "25006"
     }
 
     public var description: String {

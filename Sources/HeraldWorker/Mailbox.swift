@@ -15,6 +15,9 @@ final class Mailbox: @unchecked Sendable {
     private var records: [AttemptRecord] = []
     private var woken = false
     private var stopRequested = false
+    /// The stop has been handed to the dispatcher once; after that it no longer cuts waits short (the dispatcher
+    /// keeps waiting for the last results without spinning).
+    private var stopDelivered = false
 
     func post(_ record: AttemptRecord) {
         condition.lock()
@@ -47,12 +50,14 @@ final class Mailbox: @unchecked Sendable {
     func take(waitingUpTo timeout: Duration) -> Delivery {
         condition.lock()
         defer { condition.unlock() }
-        if records.isEmpty && !woken && !stopRequested && timeout > .zero {
+        let pendingStop = stopRequested && !stopDelivered
+        if records.isEmpty && !woken && !pendingStop && timeout > .zero {
             let deadline = Date(timeIntervalSinceNow: timeout.milliseconds / 1000)
-            while records.isEmpty && !woken && !stopRequested {
+            while records.isEmpty && !woken && !(stopRequested && !stopDelivered) {
                 if !condition.wait(until: deadline) { break }
             }
         }
+        if stopRequested { stopDelivered = true }
         let delivery = Delivery(records: records, woken: woken, stopRequested: stopRequested)
         records.removeAll(keepingCapacity: true)
         woken = false

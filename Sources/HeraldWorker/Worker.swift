@@ -87,7 +87,7 @@ public final class Worker: Sendable {
                 guard ContinuousClock.now >= nextConnectAttempt else { continue }
                 do {
                     store = DeliveryStore(
-                        connection: try PostgresConnection(configuration.databaseURL), workerID: configuration.workerID,
+                        connection: try PostgresConnection(PostgresConnection.withNetworkTimeouts(configuration.databaseURL)), workerID: configuration.workerID,
                         health: .init(endpointConcurrency: configuration.endpointConcurrency,
                                       circuitThreshold: configuration.circuitThreshold,
                                       circuitCooldown: configuration.circuitCooldown,
@@ -107,13 +107,16 @@ public final class Worker: Sendable {
             do {
                 guard let current = store else { continue }
                 defer { metrics.inFlight.record(inFlight) }
-                if !unwritten.isEmpty {
-                    let applied = try current.complete(unwritten)
-                    if applied < unwritten.count {
+                // In chunks: one statement carrying thousands of payloads and response bodies could pass
+                // PostgreSQL's 1 GB limit for a value. A chunk is removed only once it is written.
+                while !unwritten.isEmpty {
+                    let chunk = Array(unwritten.prefix(500))
+                    let applied = try current.complete(chunk)
+                    if applied < chunk.count {
                         logger.warning("results arrived after their lease expired; logged but not applied",
-                                       metadata: ["attempts.stale": "\(unwritten.count - applied)"])
+                                       metadata: ["attempts.stale": "\(chunk.count - applied)"])
                     }
-                    unwritten.removeAll(keepingCapacity: true)
+                    unwritten.removeFirst(chunk.count)
                 }
                 if draining { continue }
 
@@ -222,9 +225,10 @@ public final class Worker: Sendable {
         let logger = self.logger
         let metrics = self.metrics
         engine.submit(request) { response in
-            let retryAfter = response.retryAfter.flatMap {
+            // Only 429 and 503 may ask for a delay; nothing else is even parsed.
+            let retryAfter = (response.status == 429 || response.status == 503) ? response.retryAfter.flatMap {
                 RetryAfter.parse($0, now: Date().timeIntervalSince1970)
-            }
+            } : nil
             // A status that came with a transport error (e.g. the body broke off) is not a complete answer.
             let outcome = AttemptOutcome.decide(
                 attempt: delivery.attempt, responseStatus: response.error == nil ? response.status : nil,
@@ -258,7 +262,7 @@ public final class Worker: Sendable {
         var delay = Duration.milliseconds(100)
         while !mailbox.isStopRequested {
             do {
-                let connection = try PostgresConnection(configuration.databaseURL)
+                let connection = try PostgresConnection(PostgresConnection.withNetworkTimeouts(configuration.databaseURL))
                 try connection.query("LISTEN herald_deliveries")
                 delay = .milliseconds(100)
                 mailbox.wake()  // anything inserted while we were not listening

@@ -88,10 +88,13 @@ public struct WorkerConfiguration: Sendable {
             guard let value = DurationText.parse(text), value > .zero else {
                 throw ConfigurationError(DurationText.explain("HERALD_RETENTION", text, datesAllowed: false) + ", or off")
             }
+            guard value <= .seconds(100 * 365 * 86_400) else {
+                throw ConfigurationError("HERALD_RETENTION=\(text) is longer than 100 years; use off to keep everything")
+            }
             configuration.retention = value
         }
         if let text = environment["HERALD_DISABLE_AFTER"], !text.isEmpty {
-            guard let value = DurationText.parse(text) else {
+            guard let value = DurationText.parse(text), value > .zero else {
                 throw ConfigurationError(DurationText.explain("HERALD_DISABLE_AFTER", text, datesAllowed: false))
             }
             configuration.disableAfter = value

@@ -49,7 +49,11 @@ import Testing
             == "postgresql://u@h/db?password=***&sslmode=require")
         #expect(Redaction.maskConnectionString("host=h user=u password=s3cret dbname=d")
             == "host=h user=u password=*** dbname=d")
-        #expect(!Redaction.maskSecret("s3cret").contains("s3cret"))
+        #expect(Redaction.maskConnectionString("postgresql://u:pa?ss#w:rd@h:5432/db?sslmode=require")
+            == "postgresql://u:***@h:5432/db?sslmode=require")
+        #expect(Redaction.maskConnectionString("host=h password = 'a b\\' c' user=u")
+            == "host=h password=*** user=u")
+        #expect(Redaction.maskConnectionString("postgresql://h/db") == "postgresql://h/db")
     }
 }
 

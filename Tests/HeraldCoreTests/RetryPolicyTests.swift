@@ -49,5 +49,11 @@ import Testing
         #expect(RetryAfter.parse("Sun, 06 Nov 1994 08:49:37 GMT", now: 784_111_777 - 60) == .seconds(60))
         #expect(RetryAfter.parse("soon", now: 0) == nil)
         #expect(RetryAfter.parse("-5", now: 0) == nil)
+        // Hostile values are bounded, never a trap.
+        #expect(RetryAfter.parse("Sun, 06 Nov 9999999999 08:49:37 GMT", now: 0) == nil)
+        #expect(RetryAfter.parse("Sun, 99999999999 Nov 1994 08:49:37 GMT", now: 0) == nil)
+        #expect(RetryAfter.parse("Sun, 06 Nov 1994 999999999999:49:37 GMT", now: 0) == nil)
+        #expect(RetryAfter.parse("Fri, 31 Dec 9999 23:59:59 GMT", now: 0) == .seconds(365 * 86_400))
+        #expect(RetryAfter.parse("9223372036854775807", now: 0) == .seconds(365 * 86_400))
     }
 }
