@@ -93,3 +93,34 @@ import Testing
                 "\(worker.output)")
     }
 }
+
+extension ProcessLifecycleTests {
+    @Test func survivesPostgresGoingAwayForMoreThanAMinute() throws {
+        let cluster = try OwnCluster()
+        defer { cluster.stop() }
+        let connection = try PostgresConnection(cluster.url)
+        let receiver = try TestReceiver()
+        try connection.query("INSERT INTO webhook_configs (name, url, events) VALUES ('r', $1, '{*}')", [receiver.url])
+        var environment = Fixture.fastWorker
+        environment["DATABASE_URL"] = cluster.url
+        let worker = try HeraldProcess(["work"], environment: environment)
+        defer { worker.kill() }
+        try connection.query("INSERT INTO webhook_events (event_type, data) VALUES ('contact.created', '{\"n\": 1}')")
+        #expect(eventually { receiver.requests.count == 1 })
+        connection.close()
+
+        try cluster.pause()
+        Thread.sleep(forTimeInterval: 65)
+        #expect(worker.isRunning, "the worker gave up: \(worker.output)")
+        try cluster.resume()
+
+        let after = try PostgresConnection(cluster.url)
+        try after.query("INSERT INTO webhook_events (event_type, data) VALUES ('contact.created', '{\"n\": 2}')")
+        #expect(eventually(timeout: 30) { receiver.requests.count == 2 })
+        #expect(try eventually { try after.query("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'").scalar == "2" })
+        // It kept trying with a capped backoff, and said so.
+        #expect(worker.output.contains("PostgreSQL unavailable; retrying"))
+        #expect(worker.output.contains("retry_in=5s"))
+        #expect(worker.output.contains("reconnected to PostgreSQL"))
+    }
+}
