@@ -81,6 +81,7 @@ public struct Migrator {
                 applied_at timestamptz NOT NULL DEFAULT now()
             )
             """)
+        try connection.query("ALTER TABLE herald_migrations ADD COLUMN IF NOT EXISTS checksum text")
         let applied = Set(try connection.query("SELECT version FROM herald_migrations").rows.compactMap {
             $0[0].flatMap { Int($0) }
         })
@@ -89,8 +90,9 @@ public struct Migrator {
             do {
                 try connection.transaction { connection in
                     try connection.executeScript(migration.sql)
-                    try connection.query("INSERT INTO herald_migrations (version, name) VALUES ($1, $2)",
-                                         [String(migration.version), migration.name])
+                    try connection.query(
+                        "INSERT INTO herald_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                        [String(migration.version), migration.name, migration.checksum])
                 }
             } catch var error as PostgresError {
                 error.message = "migration \(migration.name) failed: \(error.message)"
@@ -99,5 +101,32 @@ public struct Migrator {
             done.append(migration)
         }
         return done
+    }
+
+    /// Migrations whose file changed after the database applied it: the database keeps the old version, and
+    /// only a new, numbered migration can change it.
+    public func changedSinceApplied(_ connection: PostgresConnection) throws -> [Migration] {
+        let recorded = try connection.query(
+            "SELECT version, checksum FROM herald_migrations WHERE checksum IS NOT NULL").rows
+        let checksums = Dictionary(uniqueKeysWithValues: recorded.compactMap { row -> (Int, String)? in
+            guard let version = row[0].flatMap({ Int($0) }), let checksum = row[1] else { return nil }
+            return (version, checksum)
+        })
+        return migrations.filter { migration in
+            checksums[migration.version].map { $0 != migration.checksum } ?? false
+        }
+    }
+}
+
+extension Migrator.Migration {
+    /// FNV-1a (64 bit) of the file's text: enough to notice an edited migration, not a security measure.
+    public var checksum: String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in sql.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01B3
+        }
+        let digits = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
     }
 }

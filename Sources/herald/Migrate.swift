@@ -18,6 +18,9 @@ struct Migrate: ParsableCommand {
         let migrator = try Migrator(directory: directory)
         let connection = try database.connect()
         let applied = try migrator.migrate(connection)
+        for migration in try migrator.changedSinceApplied(connection) {
+            print("warning: \(migration.name).sql changed after this database applied it; the database keeps the old version (add a new numbered migration instead of editing an applied one)")
+        }
         if applied.isEmpty {
             print("database is up to date (\(migrator.migrations.count) migrations)")
         } else {

@@ -197,3 +197,20 @@ import Testing
         }
     }
 }
+
+extension SchemaTests {
+    @Test func migrateWarnsWhenAnAppliedMigrationWasEdited() throws {
+        let database = try TestDatabase.create(migrated: false)
+        defer { database.drop() }
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("sql-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.copyItem(at: try TestEnvironment.sqlDirectory(), to: folder)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let first = try HeraldProcess.run(["migrate", "--database-url", database.url, "--sql-dir", folder.path])
+        #expect(first.status == 0 && !first.output.contains("warning"))
+        let file = folder.appendingPathComponent("001_event_catalogue.sql")
+        try (try String(contentsOf: file, encoding: .utf8) + "\n-- edited\n").write(to: file, atomically: true, encoding: .utf8)
+        let second = try HeraldProcess.run(["migrate", "--database-url", database.url, "--sql-dir", folder.path])
+        #expect(second.status == 0)
+        #expect(second.output.contains("warning: 001_event_catalogue.sql changed after this database applied it"), "\(second.output)")
+    }
+}
