@@ -264,15 +264,7 @@ private final class Transfer {
     /// a check and the connect is impossible, and DNS stays inside curl's timeout.
     fileprivate func openSocket(family: Int32, type: Int32, protocol proto: Int32, address: UnsafePointer<sockaddr>) -> Int32 {
         guard refusal == nil else { return -1 }   // one refused address refuses the whole attempt
-        let ip: IPAddress
-        switch family {
-        case AF_INET:
-            let raw = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr.s_addr }
-            ip = .v4(UInt32(bigEndian: raw))
-        case AF_INET6:
-            var in6 = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_addr }
-            ip = withUnsafeBytes(of: &in6) { IPAddress(v6Bytes: Array($0)) }
-        default:
+        guard let ip = IPAddress(socketAddress: address, family: family) else {
             refusal = "refused: address family \(family) is neither IPv4 nor IPv6"
             return -1
         }

@@ -1,5 +1,6 @@
 import Foundation
 import HeraldCore
+import HeraldHTTP
 
 #if canImport(Glibc)
 import Glibc
@@ -35,17 +36,9 @@ enum AddressWarning {
         var addresses: [IPAddress] = []
         var entry = list
         while let current = entry {
-            if let address = current.pointee.ai_addr {
-                switch current.pointee.ai_family {
-                case AF_INET:
-                    let raw = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr.s_addr }
-                    addresses.append(.v4(UInt32(bigEndian: raw)))
-                case AF_INET6:
-                    var in6 = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_addr }
-                    addresses.append(withUnsafeBytes(of: &in6) { IPAddress(v6Bytes: Array($0)) })
-                default:
-                    break
-                }
+            if let address = current.pointee.ai_addr,
+               let ip = IPAddress(socketAddress: address, family: current.pointee.ai_family) {
+                addresses.append(ip)
             }
             entry = current.pointee.ai_next
         }

@@ -102,7 +102,7 @@ struct ConfigCommand: ParsableCommand {
         func run() throws {
             let connection = try database.connect()
             let sql = "SELECT \(ConfigCommand.columns) FROM webhook_configs c ORDER BY c.created_at"
-            Output.table(try connection.query(json ? "SELECT row_to_json(t) FROM (\(sql)) t" : sql), json: json,
+            Output.table(try Output.query(connection, sql, json: json), json: json,
                                 empty: "no webhook configs (add one with herald config create)")
         }
     }
@@ -125,7 +125,7 @@ struct ConfigCommand: ParsableCommand {
                        s.pending, s.failed, s.last_error
                   FROM webhook_configs c JOIN webhook_config_stats s ON s.config_id = c.id WHERE c.id = $1
                 """
-            let result = try connection.query(json ? "SELECT row_to_json(t) FROM (\(sql)) t" : sql, [id])
+            let result = try Output.query(connection, sql, [id], json: json)
             if json {
                 print(result.scalar ?? "null")
                 return

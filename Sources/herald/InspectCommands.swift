@@ -91,7 +91,7 @@ struct Logs: ParsableCommand {
              ORDER BY l.created_at DESC, l.id DESC
              LIMIT $\(parameters.count)
             """
-        Output.table(try connection.query(filters.json ? "SELECT row_to_json(t) FROM (\(sql)) t" : sql, parameters),
+        Output.table(try Output.query(connection, sql, parameters, json: filters.json),
                      json: filters.json, empty: "no attempts match")
     }
 }
@@ -130,7 +130,7 @@ struct Deliveries: ParsableCommand {
              ORDER BY d.created_at DESC, d.id
              LIMIT $\(parameters.count)
             """
-        Output.table(try connection.query(filters.json ? "SELECT row_to_json(t) FROM (\(sql)) t" : sql, parameters),
+        Output.table(try Output.query(connection, sql, parameters, json: filters.json),
                      json: filters.json, empty: "no deliveries match")
     }
 }

@@ -4,6 +4,13 @@ import HeraldPostgres
 
 /// How list commands print: aligned tables for people, one JSON object per line for scripts.
 enum Output {
+    /// Runs `sql`; with `json`, wrapped so that PostgreSQL writes each row as one JSON object (`row_to_json`).
+    static func query(_ connection: PostgresConnection, _ sql: String, _ parameters: [String?] = [], json: Bool)
+        throws -> PostgresResult
+    {
+        try connection.query(json ? "SELECT row_to_json(t) FROM (\(sql)) t" : sql, parameters)
+    }
+
     static func table(_ result: PostgresResult, json: Bool, empty: String) {
         if json {
             // The queries behind --json select row_to_json(…) as their only column: Postgres writes the JSON.
