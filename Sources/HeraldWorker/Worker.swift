@@ -86,8 +86,10 @@ public final class Worker: Sendable {
             if store == nil {
                 guard ContinuousClock.now >= nextConnectAttempt else { continue }
                 do {
+                    let connection = try PostgresConnection(
+                        PostgresConnection.withNetworkTimeouts(configuration.databaseURL))
                     store = DeliveryStore(
-                        connection: try PostgresConnection(PostgresConnection.withNetworkTimeouts(configuration.databaseURL)), workerID: configuration.workerID,
+                        connection: connection, workerID: configuration.workerID,
                         health: .init(endpointConcurrency: configuration.endpointConcurrency,
                                       circuitThreshold: configuration.circuitThreshold,
                                       circuitCooldown: configuration.circuitCooldown,
@@ -136,7 +138,8 @@ public final class Worker: Sendable {
                 if let retention = configuration.retention,
                    now - lastPrune >= min(.seconds(10), retention / 2) {
                     lastPrune = now
-                    // One batch per tick keeps the dispatcher's pause short; a full batch means more is waiting.
+                    // One batch per tick keeps the dispatcher's pause short; if it deleted anything, more may be
+                    // waiting, so the next tick comes at once.
                     if try current.prune(olderThan: retention, batch: 2000) > 0 {
                         lastPrune = now - .seconds(3600)
                     }
