@@ -40,9 +40,12 @@ while true {
         try connection.query("COMMIT")
         break
     }
-    let body = Envelope(eventType: row[3]!, timestamp: row[4]!, dataJSON: row[5]!).encoded()
-    var headers = ["X-Webhook-Event: \(row[3]!)", "X-Webhook-Timestamp: \(row[4]!)", "X-Webhook-Id: \(row[0]!)"]
-    if let secret = row[8] { headers.append("X-Webhook-Signature: \(Signer.signatureHex(secret: secret, body: body))") }
+    // The same request Herald sends (DeliveryRequest), so the benchmark compares designs, not request building.
+    let request = DeliveryRequest(
+        deliveryID: row[0]!, eventType: row[3]!, occurredAt: row[4]!, dataJSON: row[5]!, attempt: Int(row[1]!)!,
+        secret: row[8], previousSecret: nil, unixTime: Int(Date().timeIntervalSince1970))
+    let body = request.body
+    let headers = request.headers
     let wait = Wait()
     engine.submit(HTTPRequest(url: row[7]!, headers: headers, body: body, timeout: .seconds(5))) { response in
         wait.response = response

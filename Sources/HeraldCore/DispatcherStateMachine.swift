@@ -1,0 +1,191 @@
+/// The decisions of a worker's dispatcher, without any I/O: when to connect, write results, rescue, claim (and
+/// how many), prune, wait, and when to exit.
+///
+/// The dispatcher thread feeds it events (mail arrived, a claim returned n, the connection broke, …) and does
+/// what `nextAction` returns. Time is a parameter, so every rule is unit-tested without sleeping
+/// (postgres-nio's `ListenStateMachine` is the model).
+///
+/// The claim rules are what keep a capped endpoint fast without polling it in a loop:
+/// - a claim that filled every slot asked for is followed by another at once (more may be waiting);
+/// - after results are written, slots are free both here and at their endpoints: claim again at once;
+/// - a claim that returned nothing waits for a wake-up (NOTIFY), results, or the poll tick.
+public struct DispatcherStateMachine: Sendable {
+    /// The knobs, all from `WorkerConfiguration`.
+    public struct Settings: Sendable {
+        /// Deliveries in flight in this process.
+        public var concurrency: Int
+        /// The most one claim asks for: bounds the statement's work and the rows held by one transaction.
+        public var claimBatch: Int
+        /// How often to claim when nothing wakes the dispatcher (retries coming due).
+        public var pollInterval: Duration
+        public var rescueInterval: Duration = .seconds(1)
+        /// How often to re-derive endpoint signals from the queue itself (a safety net; see sql/007).
+        public var reconcileInterval: Duration = .seconds(60)
+        /// When set, retention batches run this often (and again at once while they delete something).
+        public var pruneInterval: Duration?
+        /// Whether to release leases left under this worker's id by an earlier incarnation (stable ids only).
+        public var releaseOwnLeasesAtStart: Bool = false
+        public var initialReconnectDelay: Duration = .milliseconds(100)
+        public var maxReconnectDelay: Duration = .seconds(5)
+        /// How long to wait before writing again results whose rows someone else held.
+        public var busyRetryDelay: Duration = .milliseconds(200)
+
+        public init(concurrency: Int, claimBatch: Int, pollInterval: Duration) {
+            self.concurrency = concurrency
+            self.claimBatch = claimBatch
+            self.pollInterval = pollInterval
+        }
+    }
+
+    /// What the dispatcher should do next.
+    public enum Action: Sendable, Equatable {
+        case connect
+        /// Write the results waiting to be written.
+        case write
+        /// Release leases this worker id held before a restart (once per process, after the first connect).
+        case releaseOwnLeases
+        case rescue
+        case reconcile
+        case prune
+        case claim(limit: Int)
+        /// Wait for mail (results, a wake-up, the stop) until `deadline`.
+        case wait(until: ContinuousClock.Instant)
+        case exit
+    }
+
+    public private(set) var settings: Settings
+    public private(set) var inFlight = 0
+    public private(set) var unwritten = 0
+    public private(set) var connected = false
+    public private(set) var draining = false
+    /// How long until the next connection attempt, after a failed one (doubling up to `maxReconnectDelay`).
+    public private(set) var retryIn: Duration = .zero
+
+    private var woken = true
+    private var claimAgain = true
+    private var lastClaim: ContinuousClock.Instant
+    private var nextConnect: ContinuousClock.Instant
+    private var reconnectDelay: Duration
+    private var nextRescue: ContinuousClock.Instant
+    private var nextReconcile: ContinuousClock.Instant
+    private var nextPrune: ContinuousClock.Instant?
+    private var nextWrite: ContinuousClock.Instant
+    private var ownLeasesReleased = false
+    private var failedConnectsWhileDraining = 0
+
+    public init(settings: Settings, now: ContinuousClock.Instant) {
+        self.settings = settings
+        lastClaim = now
+        nextConnect = now
+        reconnectDelay = settings.initialReconnectDelay
+        nextRescue = now
+        nextReconcile = now
+        nextPrune = settings.pruneInterval.map { now + $0 }
+        nextWrite = now
+        ownLeasesReleased = !settings.releaseOwnLeasesAtStart
+    }
+
+    // MARK: Events
+
+    /// Results arrived from the HTTP engine, and/or a wake-up, and/or the stop request.
+    public mutating func mailArrived(results: Int, woken: Bool, stopRequested: Bool) {
+        inFlight -= results
+        unwritten += results
+        if woken { self.woken = true }
+        if stopRequested { draining = true }
+    }
+
+    public mutating func connected(now: ContinuousClock.Instant) {
+        connected = true
+        reconnectDelay = settings.initialReconnectDelay
+        failedConnectsWhileDraining = 0
+        woken = true
+        nextWrite = now
+    }
+
+    public mutating func connectFailed(now: ContinuousClock.Instant) {
+        connected = false
+        retryIn = reconnectDelay
+        nextConnect = now + reconnectDelay
+        reconnectDelay = min(reconnectDelay * 2, settings.maxReconnectDelay)
+        if draining { failedConnectsWhileDraining += 1 }
+    }
+
+    /// A statement failed because the connection is gone: reconnect with backoff.
+    public mutating func connectionLost(now: ContinuousClock.Instant) {
+        connectFailed(now: now)
+    }
+
+    /// `written` results were recorded; `busy` were held by someone else and are still waiting.
+    public mutating func wrote(written: Int, busy: Int, now: ContinuousClock.Instant) {
+        unwritten -= written
+        if busy > 0 { nextWrite = now + settings.busyRetryDelay }
+        // Slots are free again, here and at the endpoints: look for work at once.
+        if written > 0 { claimAgain = true }
+    }
+
+    /// Results that could not be recorded at all (dropped after being logged): their leases will expire.
+    public mutating func dropped(_ count: Int) {
+        unwritten -= count
+    }
+
+    public mutating func claimed(_ count: Int, limit: Int, now: ContinuousClock.Instant) {
+        inFlight += count
+        lastClaim = now
+        woken = false
+        // Full: more may be waiting. Short or empty: the rest waits for results, a wake-up or the poll.
+        claimAgain = count == limit
+    }
+
+    public mutating func rescued(now: ContinuousClock.Instant) {
+        nextRescue = now + settings.rescueInterval
+    }
+
+    public mutating func releasedOwnLeases() {
+        ownLeasesReleased = true
+    }
+
+    public mutating func reconciled(now: ContinuousClock.Instant) {
+        nextReconcile = now + settings.reconcileInterval
+    }
+
+    /// One retention batch ran; `deletedAny` means more may be waiting, so the next batch comes at once.
+    public mutating func pruned(deletedAny: Bool, now: ContinuousClock.Instant) {
+        guard let interval = settings.pruneInterval else { return }
+        nextPrune = deletedAny ? now : now + interval
+    }
+
+    // MARK: The decision
+
+    public func nextAction(now: ContinuousClock.Instant) -> Action {
+        if draining && inFlight == 0 {
+            if unwritten == 0 { return .exit }
+            // Results that cannot be written (the database stays away) are given up after a few tries: their
+            // leases expire and other workers retry them.
+            if !connected && failedConnectsWhileDraining >= 5 { return .exit }
+        }
+        guard connected else {
+            if now >= nextConnect { return .connect }
+            return .wait(until: nextConnect)
+        }
+        if unwritten > 0 && now >= nextWrite { return .write }
+        if draining {
+            return .wait(until: unwritten > 0 ? nextWrite : now + settings.pollInterval)
+        }
+        if !ownLeasesReleased { return .releaseOwnLeases }
+        if now >= nextRescue { return .rescue }
+        if now >= nextReconcile { return .reconcile }
+        if let nextPrune, now >= nextPrune { return .prune }
+
+        let free = settings.concurrency - inFlight
+        let pollDue = now >= lastClaim + settings.pollInterval
+        if free > 0 && (woken || claimAgain || pollDue) {
+            return .claim(limit: min(free, settings.claimBatch))
+        }
+        var deadline = min(nextRescue, nextReconcile)
+        if let nextPrune { deadline = min(deadline, nextPrune) }
+        if free > 0 { deadline = min(deadline, lastClaim + settings.pollInterval) }
+        if unwritten > 0 { deadline = min(deadline, nextWrite) }
+        return .wait(until: deadline)
+    }
+}

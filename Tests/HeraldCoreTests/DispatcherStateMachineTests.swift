@@ -1,0 +1,172 @@
+import HeraldCore
+import Testing
+
+/// The dispatcher's decisions, driven event by event with a clock the test moves by hand.
+@Suite struct DispatcherStateMachineTests {
+    let start = ContinuousClock.now
+
+    func machine(concurrency: Int = 10, claimBatch: Int = 4, poll: Duration = .milliseconds(500),
+                 configure: (inout DispatcherStateMachine.Settings) -> Void = { _ in }) -> DispatcherStateMachine {
+        var settings = DispatcherStateMachine.Settings(concurrency: concurrency, claimBatch: claimBatch, pollInterval: poll)
+        settings.rescueInterval = .seconds(1)
+        settings.reconcileInterval = .seconds(60)
+        configure(&settings)
+        return DispatcherStateMachine(settings: settings, now: start)
+    }
+
+    /// Connects, then runs the start-up chores (rescue, reconcile) so the next decision is about claiming.
+    func connected(_ m: inout DispatcherStateMachine, at now: ContinuousClock.Instant) {
+        #expect(m.nextAction(now: now) == .connect)
+        m.connected(now: now)
+        #expect(m.nextAction(now: now) == .rescue)
+        m.rescued(now: now)
+        #expect(m.nextAction(now: now) == .reconcile)
+        m.reconciled(now: now)
+    }
+
+    @Test func claimsAtOnceAfterAFullClaimAndAsksForAtMostTheBatch() {
+        var m = machine()
+        connected(&m, at: start)
+        #expect(m.nextAction(now: start) == .claim(limit: 4))
+        m.claimed(4, limit: 4, now: start)
+        // Full: more may be waiting, so claim again without waiting for the poll.
+        #expect(m.nextAction(now: start) == .claim(limit: 4))
+        m.claimed(4, limit: 4, now: start)
+        #expect(m.nextAction(now: start) == .claim(limit: 2))
+        m.claimed(2, limit: 2, now: start)
+        // Every slot is taken: wait (for results or the rescue tick), never claim.
+        #expect(m.inFlight == 10)
+        guard case .wait = m.nextAction(now: start) else {
+            Issue.record("expected a wait at full concurrency")
+            return
+        }
+    }
+
+    @Test func aClaimCutByAnEndpointCapIsRetriedAsSoonAsResultsFreeSlots() {
+        var m = machine(concurrency: 10, claimBatch: 10)
+        connected(&m, at: start)
+        #expect(m.nextAction(now: start) == .claim(limit: 10))
+        // The endpoint's cap allowed 3 of the 10 asked for.
+        m.claimed(3, limit: 10, now: start)
+        let soon = start + .milliseconds(1)
+        // No claim until something changes: the endpoint is at its cap, polling it would be a busy loop.
+        #expect(m.nextAction(now: soon) == .wait(until: start + .milliseconds(500)))
+        // Two results arrive: write them, then claim at once, long before the 500 ms poll.
+        m.mailArrived(results: 2, woken: false, stopRequested: false)
+        #expect(m.nextAction(now: soon) == .write)
+        m.wrote(written: 2, busy: 0, now: soon)
+        #expect(m.nextAction(now: soon) == .claim(limit: 9))
+    }
+
+    @Test func anEmptyClaimWaitsForAWakeUpOrThePoll() {
+        var m = machine(poll: .milliseconds(500))
+        connected(&m, at: start)
+        m.claimed(0, limit: 4, now: start)
+        #expect(m.nextAction(now: start + .milliseconds(100)) == .wait(until: start + .milliseconds(500)))
+        // NOTIFY: claim now.
+        m.mailArrived(results: 0, woken: true, stopRequested: false)
+        #expect(m.nextAction(now: start + .milliseconds(100)) == .claim(limit: 4))
+        m.claimed(0, limit: 4, now: start + .milliseconds(100))
+        // Otherwise the poll tick, for retries coming due.
+        #expect(m.nextAction(now: start + .milliseconds(600)) == .claim(limit: 4))
+    }
+
+    @Test func reconnectsWithDoublingBackoffCappedAtFiveSeconds() {
+        var m = machine()
+        var now = start
+        var delays: [Duration] = []
+        for _ in 0..<8 {
+            #expect(m.nextAction(now: now) == .connect)
+            m.connectFailed(now: now)
+            delays.append(m.retryIn)
+            // Not before the delay is over.
+            #expect(m.nextAction(now: now + m.retryIn - .milliseconds(1)) == .wait(until: now + m.retryIn))
+            now = now + m.retryIn
+        }
+        #expect(delays == [.milliseconds(100), .milliseconds(200), .milliseconds(400), .milliseconds(800),
+                           .milliseconds(1600), .milliseconds(3200), .seconds(5), .seconds(5)])
+        m.connected(now: now)
+        // A working connection resets the backoff.
+        m.connectionLost(now: now)
+        #expect(m.retryIn == .milliseconds(100))
+    }
+
+    @Test func stopDrainsInFlightWritesResultsThenExits() {
+        var m = machine()
+        connected(&m, at: start)
+        m.claimed(4, limit: 4, now: start)
+        m.mailArrived(results: 1, woken: true, stopRequested: true)
+        #expect(m.draining)
+        // Results are still written, but nothing new is claimed, even with a wake-up pending.
+        #expect(m.nextAction(now: start) == .write)
+        m.wrote(written: 1, busy: 0, now: start)
+        guard case .wait = m.nextAction(now: start) else {
+            Issue.record("expected to wait for the 3 attempts in flight")
+            return
+        }
+        m.mailArrived(results: 3, woken: false, stopRequested: false)
+        #expect(m.nextAction(now: start) == .write)
+        m.wrote(written: 3, busy: 0, now: start)
+        #expect(m.nextAction(now: start) == .exit)
+    }
+
+    @Test func drainingGivesUpOnResultsOnlyAfterSeveralFailedReconnects() {
+        var m = machine()
+        connected(&m, at: start)
+        m.claimed(2, limit: 4, now: start)
+        m.mailArrived(results: 2, woken: false, stopRequested: true)
+        m.connectionLost(now: start)
+        var now = start
+        var attempts = 0
+        while m.nextAction(now: now) != .exit {
+            if m.nextAction(now: now) == .connect {
+                attempts += 1
+                m.connectFailed(now: now)
+            }
+            now = now + .seconds(5)
+            if attempts > 20 { break }
+        }
+        #expect(attempts == 4)
+        #expect(m.unwritten == 2)
+    }
+
+    @Test func busyResultsAreWrittenAgainAfterAShortDelayNotInALoop() {
+        var m = machine()
+        connected(&m, at: start)
+        m.claimed(2, limit: 4, now: start)
+        m.mailArrived(results: 2, woken: false, stopRequested: false)
+        #expect(m.nextAction(now: start) == .write)
+        m.wrote(written: 1, busy: 1, now: start)
+        #expect(m.unwritten == 1)
+        // The claim goes ahead (a slot was freed); the busy one waits its turn.
+        #expect(m.nextAction(now: start) == .claim(limit: 4))
+        m.claimed(0, limit: 4, now: start)
+        #expect(m.nextAction(now: start + .milliseconds(50)) == .wait(until: start + .milliseconds(200)))
+        #expect(m.nextAction(now: start + .milliseconds(200)) == .write)
+    }
+
+    @Test func rescueReconcileAndPruneRunOnTheirOwnSchedules() {
+        var m = machine { $0.pruneInterval = .seconds(10) }
+        connected(&m, at: start)
+        m.claimed(0, limit: 4, now: start)
+        #expect(m.nextAction(now: start + .seconds(1)) == .rescue)
+        m.rescued(now: start + .seconds(1))
+        #expect(m.nextAction(now: start + .seconds(10)) == .rescue)
+        m.rescued(now: start + .seconds(10))
+        #expect(m.nextAction(now: start + .seconds(10)) == .prune)
+        // A batch that deleted something is followed by another at once.
+        m.pruned(deletedAny: true, now: start + .seconds(10))
+        #expect(m.nextAction(now: start + .seconds(10)) == .prune)
+        m.pruned(deletedAny: false, now: start + .seconds(10))
+        #expect(m.nextAction(now: start + .seconds(10)) == .claim(limit: 4))
+    }
+
+    @Test func aStableWorkerIdReleasesItsOldLeasesBeforeItsFirstClaim() {
+        var m = machine { $0.releaseOwnLeasesAtStart = true }
+        #expect(m.nextAction(now: start) == .connect)
+        m.connected(now: start)
+        #expect(m.nextAction(now: start) == .releaseOwnLeases)
+        m.releasedOwnLeases()
+        #expect(m.nextAction(now: start) == .rescue)
+    }
+}
