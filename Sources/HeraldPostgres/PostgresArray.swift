@@ -44,4 +44,10 @@ public enum PostgresArray {
     public static func literal<S: Sequence, N: BinaryInteger>(_ elements: S) -> String where S.Element == N {
         "{" + elements.map { String($0) }.joined(separator: ",") + "}"
     }
+
+    /// The elements of a `uuid[]` (or any array of unquoted, comma-free elements) in its text form, `{a,b}`.
+    public static func parseUUIDs(_ text: String) -> [String] {
+        let inner = text.dropFirst(text.hasPrefix("{") ? 1 : 0).dropLast(text.hasSuffix("}") ? 1 : 0)
+        return inner.split(separator: ",").map(String.init).filter { $0 != "NULL" }
+    }
 }

@@ -28,6 +28,8 @@ public struct AttemptRecord: Sendable {
     public var error: String?
     public var durationMilliseconds: Int
     public var payload: String?
+    /// The receiver looked overloaded (timeout, 429, 503): feeds the endpoint's adaptive in-flight limit.
+    public var overloaded: Bool = false
 }
 
 /// The worker's side of the claim/lease protocol (sql/004_worker_protocol.sql): three prepared statements on one
@@ -43,13 +45,17 @@ public final class DeliveryStore {
         public var circuitThreshold: Int
         public var circuitCooldown: Duration
         public var disableAfter: Duration
+        /// The worker's HERALD_MAX_ATTEMPTS: recorded on a delivery at its first claim when neither it nor its
+        /// config sets a limit, so every worker and the rescue agree on it.
+        public var defaultMaxAttempts: Int
 
         public init(endpointConcurrency: Int = 50, circuitThreshold: Int = 10, circuitCooldown: Duration = .seconds(30),
-                    disableAfter: Duration = .seconds(5 * 86_400)) {
+                    disableAfter: Duration = .seconds(5 * 86_400), defaultMaxAttempts: Int = 10) {
             self.endpointConcurrency = endpointConcurrency
             self.circuitThreshold = circuitThreshold
             self.circuitCooldown = circuitCooldown
             self.disableAfter = disableAfter
+            self.defaultMaxAttempts = defaultMaxAttempts
         }
     }
 
@@ -62,9 +68,12 @@ public final class DeliveryStore {
     /// Leases up to `limit` due deliveries for `lease`.
     public func claim(limit: Int, lease: Duration) throws -> [ClaimedDelivery] {
         let result = try connection.execute(
-            prepared: "herald_claim", "SELECT * FROM herald_claim($1, $2::interval, $3, $4, $5)",
+            prepared: "herald_claim",
+            "SELECT * FROM herald_claim($1, $2::interval, $3, $4, $5, $6, $7::interval, $8::interval)",
             [String(limit), "\(Int64(lease.milliseconds)) milliseconds", workerID, String(health.endpointConcurrency),
-             String(health.circuitThreshold)])
+             String(health.circuitThreshold), String(health.defaultMaxAttempts),
+             "\(Int64(health.circuitCooldown.milliseconds)) milliseconds",
+             "\(Int64(health.disableAfter.milliseconds)) milliseconds"])
         return result.rows.map { row in
             ClaimedDelivery(
                 deliveryID: row[0]!, leaseToken: row[1]!, attempt: Int(row[2]!)!, eventID: row[3]!,
@@ -74,10 +83,11 @@ public final class DeliveryStore {
         }
     }
 
-    /// Writes many outcomes in one statement; returns how many were applied (the others had lost their lease).
-    @discardableResult
-    public func complete(_ records: [AttemptRecord]) throws -> Int {
-        guard !records.isEmpty else { return 0 }
+    /// Writes many outcomes in one statement, without ever waiting for a lock.
+    /// - Returns: how many outcomes were applied (the others had lost their lease and are only logged), and the
+    ///   delivery ids someone else held at that moment (a replay, a rescue, a config delete): write those again.
+    public func complete(_ records: [AttemptRecord]) throws -> (applied: Int, busy: Set<String>) {
+        guard !records.isEmpty else { return (0, []) }
         let delayMilliseconds: [Int64?] = records.map { record in
             if case let .retry(after) = record.outcome { return Int64(after.milliseconds) }
             return nil
@@ -85,9 +95,9 @@ public final class DeliveryStore {
         let result = try connection.execute(
             prepared: "herald_complete",
             """
-            SELECT herald_complete($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::integer[],
-                                   $7::text[], $8::bigint[], $9::integer[], $10::text[], $11::text[], $12::integer[],
-                                   $13::text[], $14, $15, $16::interval, $17::interval)
+            SELECT applied, busy FROM herald_complete($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
+                $6::integer[], $7::text[], $8::bigint[], $9::integer[], $10::text[], $11::text[], $12::integer[],
+                $13::text[], $14, $15::boolean[])
             """,
             [
                 PostgresArray.literal(records.map(\.delivery.deliveryID)),
@@ -104,11 +114,11 @@ public final class DeliveryStore {
                 PostgresArray.literal(records.map(\.durationMilliseconds)),
                 PostgresArray.literal(records.map(\.payload)),
                 workerID,
-                String(health.circuitThreshold),
-                "\(Int64(health.circuitCooldown.milliseconds)) milliseconds",
-                "\(Int64(health.disableAfter.milliseconds)) milliseconds",
+                PostgresArray.literal(records.map { $0.overloaded ? "t" : "f" }),
             ])
-        return Int(result.scalar ?? "0") ?? 0
+        guard let row = result.rows.first else { return (0, []) }
+        let busy = Set(PostgresArray.parseUUIDs(row[1] ?? "{}"))
+        return (Int(row[0] ?? "0") ?? 0, busy)
     }
 
     /// Records that this worker is alive (`herald_workers`), with its load.
@@ -123,19 +133,14 @@ public final class DeliveryStore {
             """, [workerID, String(inFlight), String(concurrency), starting ? "true" : "false"])
     }
 
-    /// Per endpoint: due deliveries, the oldest one's age in seconds, and whether its circuit is open. Each count
-    /// is an index range on (config_id, next_attempt_at), so sampling stays cheap however long the history is.
+    /// Per endpoint with due work: due deliveries, the oldest one's age in seconds, whether its circuit is open,
+    /// and its adaptive limit when below the ceiling. Only endpoints with a backlog are visited (a loose index
+    /// scan, see `herald_backlog`), so sampling costs the same with 100 configs or 100,000.
     public func backlog() throws -> [(config: String, due: Int, oldestSeconds: Double, circuitOpen: Bool)] {
-        try connection.execute(prepared: "herald_backlog", """
-            SELECT c.id,
-                   (SELECT count(*) FROM webhook_deliveries d WHERE d.config_id = c.id AND d.status = 'pending'
-                       AND d.lease_token IS NULL AND d.next_attempt_at <= now()),
-                   coalesce(extract(epoch FROM now() - (SELECT min(d.next_attempt_at) FROM webhook_deliveries d
-                       WHERE d.config_id = c.id AND d.status = 'pending' AND d.lease_token IS NULL
-                         AND d.next_attempt_at <= now())), 0),
-                   coalesce(c.circuit_open_until > now(), false)
-              FROM webhook_configs c
-            """, []).rows.map { row in
+        try connection.execute(
+            prepared: "herald_backlog",
+            "SELECT config_id, due, oldest_due_seconds, circuit_open FROM herald_backlog()", []
+        ).rows.map { row in
             (row[0]!, Int(row[1]!)!, Double(row[2]!)!, row[3] == "t")
         }
     }
@@ -150,11 +155,21 @@ public final class DeliveryStore {
         return Int(row.scalar ?? "0") ?? 0
     }
 
-    /// Takes back deliveries whose lease expired; returns how many.
+    /// Takes back leases that expired, and those of workers whose heartbeat is older than `staleAfter` (never
+    /// this worker's own); with `releasingOwnLeases`, every lease held under this worker's id (a restart with a
+    /// stable `HERALD_WORKER_ID`). Returns how many.
     @discardableResult
-    public func rescue(defaultMaxAttempts: Int, limit: Int = 1000) throws -> Int {
+    public func rescue(limit: Int = 1000, staleAfter: Duration = .seconds(15), releasingOwnLeases: Bool = false) throws -> Int {
         let result = try connection.execute(
-            prepared: "herald_rescue", "SELECT herald_rescue($1, $2)", [String(defaultMaxAttempts), String(limit)])
+            prepared: "herald_rescue", "SELECT herald_rescue($1, $2, $3::interval, $4, $5)",
+            [String(health.defaultMaxAttempts), String(limit), "\(Int64(staleAfter.milliseconds)) milliseconds",
+             releasingOwnLeases ? workerID : nil, workerID])
         return Int(result.scalar ?? "0") ?? 0
+    }
+
+    /// Re-derives the endpoint signals from the queue (sql/007): the safety net behind the claim's wake-ups.
+    @discardableResult
+    public func reconcileSignals() throws -> Int {
+        Int(try connection.execute(prepared: "herald_reconcile", "SELECT herald_reconcile_signals()", []).scalar ?? "0") ?? 0
     }
 }

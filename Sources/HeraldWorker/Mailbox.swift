@@ -46,6 +46,16 @@ final class Mailbox: @unchecked Sendable {
         return stopRequested
     }
 
+    /// Sleeps up to `timeout`, returning early when the stop is requested (for threads other than the dispatcher).
+    func waitForStop(upTo timeout: Duration) {
+        condition.lock()
+        defer { condition.unlock() }
+        let deadline = Date(timeIntervalSinceNow: timeout.milliseconds / 1000)
+        while !stopRequested {
+            if !condition.wait(until: deadline) { break }
+        }
+    }
+
     /// Returns at once when something is waiting, else waits up to `timeout` for something to arrive.
     func take(waitingUpTo timeout: Duration) -> Delivery {
         condition.lock()

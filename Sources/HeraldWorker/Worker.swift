@@ -8,11 +8,13 @@ import Synchronization
 
 /// One `herald work` process: claims due deliveries, sends them, records every attempt.
 ///
-/// Three threads, none of them Swift's cooperative pool, because libpq and libcurl calls block:
-/// - the dispatcher (the thread that calls `run`) owns the main database connection: it writes finished attempts
-///   in batches, rescues expired leases, and claims as many due deliveries as there are free slots;
+/// Four threads, none of them Swift's cooperative pool, because libpq and libcurl calls block:
+/// - the dispatcher (the thread that calls `run`) owns the main database connection and does what
+///   `DispatcherStateMachine` decides: write finished attempts in batches, rescue lost leases, claim;
 /// - the HTTP engine thread (`CurlEngine`) sends requests and hands results back through the `Mailbox`;
-/// - the listener thread LISTENs on its own connection and wakes the dispatcher when events arrive.
+/// - the listener thread LISTENs on its own connection and wakes the dispatcher when events arrive;
+/// - the heartbeat thread writes `herald_worker_heartbeats` on its own connection (and samples the backlog for
+///   the metrics), so a dispatcher that is slow for any reason is never mistaken for a dead worker.
 public final class Worker: Sendable {
     public let configuration: WorkerConfiguration
     private let logger: Logger
@@ -20,6 +22,7 @@ public final class Worker: Sendable {
     private let mailbox = Mailbox()
     private let metrics = WorkerMetrics()
     private let healthy = Atomic<Bool>(false)
+    private let inFlightNow = Atomic<Int>(0)
 
     /// True while the worker's database connection works (what `/healthz` reports).
     public var isHealthy: Bool { healthy.load(ordering: .relaxed) }
@@ -43,6 +46,9 @@ public final class Worker: Sendable {
         let listener = Thread { [self] in self.listen() }
         listener.name = "herald-listen"
         listener.start()
+        let heartbeat = Thread { [self] in self.beat() }
+        heartbeat.name = "herald-heartbeat"
+        heartbeat.start()
         dispatch()
         engine.shutdown()
     }
@@ -50,210 +56,247 @@ public final class Worker: Sendable {
     // MARK: Dispatcher
 
     private func dispatch() {
+        let clock = ContinuousClock()
+        var settings = DispatcherStateMachine.Settings(
+            concurrency: configuration.concurrency, claimBatch: configuration.claimBatch,
+            pollInterval: configuration.pollInterval)
+        settings.pruneInterval = configuration.retention.map { min(.seconds(10), $0 / 2) }
+        settings.releaseOwnLeasesAtStart = configuration.workerIDIsStable
+        var machine = DispatcherStateMachine(settings: settings, now: clock.now)
         var store: DeliveryStore?
         var unwritten: [AttemptRecord] = []
-        var inFlight = 0
-        var draining = false
-        var lastClaimWasFull = false
-        var lastClaim = ContinuousClock.now - .seconds(3600)
-        var lastRescue = ContinuousClock.now - .seconds(3600)
-        var lastHeartbeat = ContinuousClock.now - .seconds(3600)
-        var lastPrune = ContinuousClock.now
-        var firstHeartbeat = true
-        var reconnectDelay = Duration.milliseconds(100)
-        var nextConnectAttempt = ContinuousClock.now
+        var announcedDrain = false
+        var everConnected = false
         let lease = configuration.effectiveLease
 
-        while true {
-            let free = configuration.concurrency - inFlight
-            let busy = lastClaimWasFull && free > 0 && !draining && store != nil
-            let mail = mailbox.take(waitingUpTo: busy ? .zero : configuration.pollInterval)
-            inFlight -= mail.records.count
-            unwritten.append(contentsOf: mail.records)
-            if mail.stopRequested && !draining {
-                draining = true
-                logger.info("stopping: no new claims; waiting for attempts in flight",
-                            metadata: ["deliveries.in_flight": "\(inFlight)"])
-            }
-            if draining && inFlight == 0 && (unwritten.isEmpty || store == nil && reconnectDelay >= .seconds(5)) {
-                if !unwritten.isEmpty {
-                    logger.error("could not record attempts before exiting; their leases will expire and they will be retried",
-                                 metadata: ["attempts": "\(unwritten.count)"])
-                }
-                break
-            }
+        func lose(_ error: PostgresError) {
+            logger.warning("lost the PostgreSQL connection; reconnecting", metadata: ["error": "\(error)"])
+            healthy.store(false, ordering: .relaxed)
+            metrics.reconnects.increment()
+            store?.connection.close()
+            store = nil
+            machine.connectionLost(now: clock.now)
+        }
 
-            if store == nil {
-                guard ContinuousClock.now >= nextConnectAttempt else { continue }
-                do {
-                    let connection = try PostgresConnection(
-                        PostgresConnection.withNetworkTimeouts(configuration.databaseURL))
-                    store = DeliveryStore(
-                        connection: connection, workerID: configuration.workerID,
-                        health: .init(endpointConcurrency: configuration.endpointConcurrency,
-                                      circuitThreshold: configuration.circuitThreshold,
-                                      circuitCooldown: configuration.circuitCooldown,
-                                      disableAfter: configuration.disableAfter))
-                    if reconnectDelay > .milliseconds(100) { logger.notice("reconnected to PostgreSQL") }
-                    reconnectDelay = .milliseconds(100)
-                } catch {
-                    healthy.store(false, ordering: .relaxed)
-                    logger.warning("PostgreSQL unavailable; retrying",
-                                   metadata: ["error": "\(error)", "retry_in": "\(reconnectDelay.humanReadable)"])
-                    nextConnectAttempt = ContinuousClock.now + reconnectDelay
-                    reconnectDelay = min(reconnectDelay * 2, .seconds(5))
-                    continue
-                }
-            }
-
+        loop: while true {
+            let action = machine.nextAction(now: clock.now)
             do {
-                guard let current = store else { continue }
-                defer { metrics.inFlight.record(inFlight) }
-                // In chunks: one statement carrying thousands of payloads and response bodies could pass
-                // PostgreSQL's 1 GB limit for a value. A chunk is removed only once it is written.
-                while !unwritten.isEmpty {
-                    let chunk = Array(unwritten.prefix(500))
-                    let applied = try current.complete(chunk)
-                    if applied < chunk.count {
-                        logger.warning("results arrived after their lease expired; logged but not applied",
-                                       metadata: ["attempts.stale": "\(chunk.count - applied)"])
+                switch action {
+                case .exit:
+                    if !unwritten.isEmpty {
+                        logger.error("could not record attempts before exiting; their leases will expire and they will be retried",
+                                     metadata: ["attempts": "\(unwritten.count)"])
                     }
-                    unwritten.removeFirst(chunk.count)
-                }
-                if draining { continue }
+                    break loop
 
-                let now = ContinuousClock.now
-                if now - lastHeartbeat >= .seconds(5) {
-                    lastHeartbeat = now
-                    try current.heartbeat(inFlight: inFlight, concurrency: configuration.concurrency,
-                                          starting: firstHeartbeat)
-                    firstHeartbeat = false
-                    if configuration.sampleBacklog {
-                        let endpoints = try current.backlog()
-                        metrics.dueBacklog.record(endpoints.reduce(0) { $0 + $1.due })
-                        metrics.oldestDue.record(endpoints.map(\.oldestSeconds).max() ?? 0)
-                        for endpoint in endpoints { metrics.circuit(config: endpoint.config, open: endpoint.circuitOpen) }
+                case let .wait(deadline):
+                    let mail = mailbox.take(waitingUpTo: max(.zero, deadline - clock.now))
+                    unwritten.append(contentsOf: mail.records)
+                    machine.mailArrived(results: mail.records.count, woken: mail.woken, stopRequested: mail.stopRequested)
+                    inFlightNow.store(machine.inFlight, ordering: .relaxed)
+                    metrics.inFlight.record(machine.inFlight)
+                    if machine.draining && !announcedDrain {
+                        announcedDrain = true
+                        logger.info("stopping: no new claims; waiting for attempts in flight",
+                                    metadata: ["deliveries.in_flight": "\(machine.inFlight)"])
                     }
-                }
-                if let retention = configuration.retention,
-                   now - lastPrune >= min(.seconds(10), retention / 2) {
-                    lastPrune = now
-                    // One batch per tick keeps the dispatcher's pause short; if it deleted anything, more may be
-                    // waiting, so the next tick comes at once.
-                    if try current.prune(olderThan: retention, batch: 2000) > 0 {
-                        lastPrune = now - .seconds(3600)
+
+                case .connect:
+                    do {
+                        store = try connect()
+                        if everConnected { logger.notice("reconnected to PostgreSQL") }
+                        everConnected = true
+                        machine.connected(now: clock.now)
+                        healthy.store(true, ordering: .relaxed)
+                    } catch {
+                        healthy.store(false, ordering: .relaxed)
+                        machine.connectFailed(now: clock.now)
+                        logger.warning("PostgreSQL unavailable; retrying",
+                                       metadata: ["error": "\(error)", "retry_in": "\(machine.retryIn.humanReadable)"])
                     }
-                }
-                if now - lastRescue >= .seconds(1) {
-                    lastRescue = now
-                    let rescued = try current.rescue(defaultMaxAttempts: configuration.retryPolicy.maxAttempts)
+
+                case .write:
+                    guard let current = store else { continue }
+                    let (written, busy) = try write(&unwritten, to: current)
+                    machine.wrote(written: written, busy: busy, now: clock.now)
+                    if busy == 0 && written == 0 && !unwritten.isEmpty {
+                        // Nothing could be written and nothing was busy: the rest was dropped (logged in write).
+                        machine.dropped(unwritten.count)
+                        unwritten.removeAll()
+                    }
+
+                case .releaseOwnLeases:
+                    guard let current = store else { continue }
+                    let released = try current.rescue(releasingOwnLeases: true)
+                    if released > 0 {
+                        logger.notice("released leases an earlier run under this worker id left behind",
+                                      metadata: ["deliveries": "\(released)", "worker": "\(configuration.workerID)"])
+                    }
+                    machine.releasedOwnLeases()
+
+                case .rescue:
+                    guard let current = store else { continue }
+                    let rescued = try current.rescue(staleAfter: configuration.staleHeartbeat)
                     if rescued > 0 {
-                        logger.warning("took back deliveries whose lease expired (a worker was lost)",
+                        logger.warning("took back deliveries from a lost worker (lease expired or heartbeat stale)",
                                        metadata: ["deliveries": "\(rescued)"])
                     }
-                }
+                    machine.rescued(now: clock.now)
 
-                let slots = configuration.concurrency - inFlight
-                if slots > 0 && (mail.woken || lastClaimWasFull || now - lastClaim >= configuration.pollInterval) {
-                    lastClaim = now
-                    let claimed = try current.claim(limit: slots, lease: lease)
+                case .reconcile:
+                    guard let current = store else { continue }
+                    try current.reconcileSignals()
+                    machine.reconciled(now: clock.now)
+
+                case .prune:
+                    guard let current = store, let retention = configuration.retention else { continue }
+                    // One batch at a time keeps the dispatcher's pause short.
+                    let deleted = try current.prune(olderThan: retention, batch: 2000)
+                    machine.pruned(deletedAny: deleted > 0, now: clock.now)
+
+                case let .claim(limit):
+                    guard let current = store else { continue }
+                    let claimed = try current.claim(limit: limit, lease: lease)
                     healthy.store(true, ordering: .relaxed)
                     metrics.claimBatch.record(claimed.count)
-                    lastClaimWasFull = claimed.count == slots
-                    inFlight += claimed.count
+                    machine.claimed(claimed.count, limit: limit, now: clock.now)
+                    inFlightNow.store(machine.inFlight, ordering: .relaxed)
+                    metrics.inFlight.record(machine.inFlight)
                     for delivery in claimed { send(delivery) }
-                } else if slots == 0 {
-                    lastClaimWasFull = true
                 }
             } catch let error as PostgresError where error.isConnectionProblem {
-                logger.warning("lost the PostgreSQL connection; reconnecting", metadata: ["error": "\(error)"])
-                healthy.store(false, ordering: .relaxed)
-                metrics.reconnects.increment()
-                store?.connection.close()
-                store = nil
-                nextConnectAttempt = ContinuousClock.now + reconnectDelay
-                reconnectDelay = min(reconnectDelay * 2, .seconds(5))
-            } catch let error as PostgresError where error.sqlState == "40P01" || error.sqlState == "40001" {
-                // A deadlock or serialization failure rolled the batch back: nothing was written, so write it again.
-                logger.notice("database asked to retry a batch", metadata: ["error": "\(error)"])
+                lose(error)
             } catch {
-                // Not a connection problem: a bug or a schema mismatch. Drop the batch rather than loop on it; the
-                // deliveries' leases expire and they are retried, so nothing is lost.
+                // Not a connection problem: a bug or a schema mismatch in a statement other than the write (which
+                // isolates bad rows itself). Pause instead of looping on it.
                 logger.error("database statement failed", metadata: ["error": "\(error)"])
-                unwritten.removeAll()
+                if case .rescue = action { machine.rescued(now: clock.now) }
+                if case .reconcile = action { machine.reconciled(now: clock.now) }
+                if case .prune = action { machine.pruned(deletedAny: false, now: clock.now) }
+                if case .releaseOwnLeases = action { machine.releasedOwnLeases() }
+                if case let .claim(limit) = action { machine.claimed(0, limit: limit, now: clock.now) }
                 Thread.sleep(forTimeInterval: 1)
             }
         }
         store?.connection.close()
     }
 
+    private func connect() throws -> DeliveryStore {
+        let connection = try PostgresConnection(PostgresConnection.withNetworkTimeouts(configuration.databaseURL))
+        return DeliveryStore(connection: connection, workerID: configuration.workerID, health: configuration.health)
+    }
+
+    /// Writes the waiting results in chunks (one statement carrying thousands of payloads could pass PostgreSQL's
+    /// 1 GB limit for a value). Results whose rows someone else holds stay in `unwritten`. A chunk the database
+    /// refuses for a reason other than the connection is split until the bad record is found: that one is logged
+    /// and dropped (its lease expires and it is retried), every other result is written.
+    /// - Returns: how many results were written (or dropped as bad), and how many are busy.
+    private func write(_ unwritten: inout [AttemptRecord], to store: DeliveryStore) throws -> (Int, Int) {
+        var kept: [AttemptRecord] = []
+        var written = 0
+        var pending = unwritten[...]
+        func attempt(_ chunk: ArraySlice<AttemptRecord>) throws {
+            do {
+                let result = try store.complete(Array(chunk))
+                if result.applied < chunk.count - result.busy.count {
+                    logger.notice("results arrived after another worker took their deliveries over; logged, not applied",
+                                  metadata: ["attempts.stale": "\(chunk.count - result.busy.count - result.applied)"])
+                }
+                for record in chunk {
+                    if result.busy.contains(record.delivery.deliveryID) { kept.append(record) } else { written += 1 }
+                }
+            } catch let error as PostgresError where !error.isConnectionProblem && error.sqlState != "40P01"
+                && error.sqlState != "40001" {
+                if chunk.count == 1, let record = chunk.first {
+                    logger.error("could not record an attempt; dropping it (its lease will expire and it is retried)",
+                                 metadata: ["delivery.id": "\(record.delivery.deliveryID)", "error": "\(error)"])
+                    written += 1
+                    return
+                }
+                let middle = chunk.startIndex + chunk.count / 2
+                try attempt(chunk[chunk.startIndex..<middle])
+                try attempt(chunk[middle...])
+            }
+        }
+        while !pending.isEmpty {
+            let chunk = pending.prefix(500)
+            pending = pending.dropFirst(chunk.count)
+            do {
+                try attempt(chunk)
+            } catch {
+                // The connection broke (or a deadlock): keep everything not yet written for the next try.
+                unwritten = kept + Array(chunk) + Array(pending)
+                throw error
+            }
+        }
+        unwritten = kept
+        return (written, kept.count)
+    }
+
     // MARK: One attempt
 
     private func send(_ delivery: ClaimedDelivery) {
+        let request = DeliveryRequest(
+            deliveryID: delivery.deliveryID, eventType: delivery.eventType, occurredAt: delivery.occurredAt,
+            dataJSON: delivery.dataJSON, attempt: delivery.attempt, secret: delivery.secret,
+            previousSecret: delivery.previousSecret, unixTime: Int(Date().timeIntervalSince1970))
+        let body = request.body
         let maxAttempts = delivery.maxAttempts ?? configuration.retryPolicy.maxAttempts
-        guard delivery.configActive else {
-            // Disabled after the event fanned out: do not send, but leave a visible, replayable record.
-            mailbox.post(AttemptRecord(delivery: delivery, outcome: .failed, responseStatus: nil, responseBody: nil,
-                                       error: "not sent: webhook config \(delivery.configID) is disabled",
-                                       durationMilliseconds: 0, payload: nil))
-            return
-        }
-        let body = Envelope(eventType: delivery.eventType, timestamp: delivery.occurredAt,
-                            dataJSON: delivery.dataJSON).encoded()
-        var headers = [
-            "X-Webhook-Event: \(delivery.eventType)",
-            "X-Webhook-Timestamp: \(delivery.occurredAt)",
-            "X-Webhook-Id: \(delivery.deliveryID)",
-            "X-Webhook-Attempt: \(delivery.attempt)",
-        ]
-        // Standard Webhooks headers, so any of its verification libraries works; the timestamp is this attempt's.
-        let now = Int(Date().timeIntervalSince1970)
-        headers.append("webhook-id: \(delivery.deliveryID)")
-        headers.append("webhook-timestamp: \(now)")
-        if let secret = delivery.secret {
-            headers.append("X-Webhook-Signature: \(Signer.signatureHex(secret: secret, body: body))")
-            // During a rotation both signatures go out, space-separated, as Standard Webhooks specifies; the
-            // documented X-Webhook-Signature always uses the current secret.
-            var signatures = [Signer.standardWebhooksSignature(
-                secret: secret, id: delivery.deliveryID, timestamp: now, body: body)]
-            if let previous = delivery.previousSecret {
-                signatures.append(Signer.standardWebhooksSignature(
-                    secret: previous, id: delivery.deliveryID, timestamp: now, body: body))
-            }
-            headers.append("webhook-signature: " + signatures.joined(separator: " "))
-        }
-        let request = HTTPRequest(url: delivery.url, headers: headers, body: body, timeout: configuration.timeout)
         let policy = configuration.retryPolicy
         let mailbox = self.mailbox
         let logger = self.logger
         let metrics = self.metrics
-        engine.submit(request) { response in
-            // Only 429 and 503 may ask for a delay; nothing else is even parsed.
-            let retryAfter = (response.status == 429 || response.status == 503) ? response.retryAfter.flatMap {
-                RetryAfter.parse($0, now: Date().timeIntervalSince1970)
-            } : nil
-            // A status that came with a transport error (e.g. the body broke off) is not a complete answer.
-            let outcome = AttemptOutcome.decide(
-                attempt: delivery.attempt, responseStatus: response.error == nil ? response.status : nil,
-                retryAfter: retryAfter, maxAttempts: maxAttempts, policy: policy, random: Double.random(in: 0..<1))
-            let error: String? = response.error?.message
-                ?? (response.isSuccess ? nil : "HTTP \(response.status ?? 0) is not a 2xx response")
-            metrics.attempt(outcome: response.error?.kind == .refusedAddress ? "refused" : outcome.label,
+        engine.submit(HTTPRequest(url: delivery.url, headers: request.headers, body: body,
+                                  timeout: configuration.timeout)) { response in
+            let record = AttemptRecord(delivery: delivery, response: response, body: body, maxAttempts: maxAttempts,
+                                       policy: policy, now: Date().timeIntervalSince1970,
+                                       random: Double.random(in: 0..<1))
+            metrics.attempt(outcome: response.error?.kind == .refusedAddress ? "refused" : record.outcome.label,
                             status: response.error == nil ? response.status : nil)
             metrics.attemptDuration.recordNanoseconds(Int64(response.duration.milliseconds * 1_000_000))
             var level: Logger.Level = .debug
-            if case .failed = outcome { level = .warning }
+            if case .failed = record.outcome { level = .warning }
             logger.log(level: level, "attempt finished", metadata: [
                 "delivery.id": "\(delivery.deliveryID)", "config.id": "\(delivery.configID)",
                 "event.type": "\(delivery.eventType)", "attempt": "\(delivery.attempt)",
-                "outcome": "\(outcome.label)", "http.status": "\(response.status.map(String.init) ?? "-")",
-                "duration_ms": "\(Int(response.duration.milliseconds))",
+                "outcome": "\(record.outcome.label)", "http.status": "\(response.status.map(String.init) ?? "-")",
+                "duration_ms": "\(record.durationMilliseconds)",
             ])
-            mailbox.post(AttemptRecord(
-                delivery: delivery, outcome: outcome,
-                responseStatus: response.status, responseBody: storableText(response.body),
-                error: error, durationMilliseconds: Int(response.duration.milliseconds),
-                payload: String(decoding: body, as: UTF8.self)))
+            mailbox.post(record)
+        }
+    }
+
+    // MARK: Heartbeat
+
+    /// Writes this worker's heartbeat every 5 s on a connection of its own, first thing after (re)connecting;
+    /// with metrics on, samples the backlog on the same connection.
+    private func beat() {
+        var delay = Duration.milliseconds(100)
+        var starting = true
+        while !mailbox.isStopRequested {
+            do {
+                let connection = try PostgresConnection(PostgresConnection.withNetworkTimeouts(configuration.databaseURL))
+                defer { connection.close() }
+                let store = DeliveryStore(connection: connection, workerID: configuration.workerID,
+                                          health: configuration.health)
+                delay = .milliseconds(100)
+                while !mailbox.isStopRequested {
+                    try store.heartbeat(inFlight: inFlightNow.load(ordering: .relaxed),
+                                        concurrency: configuration.concurrency, starting: starting)
+                    starting = false
+                    if configuration.sampleBacklog {
+                        let endpoints = try store.backlog()
+                        metrics.dueBacklog.record(endpoints.reduce(0) { $0 + $1.due })
+                        metrics.oldestDue.record(endpoints.map(\.oldestSeconds).max() ?? 0)
+                        for endpoint in endpoints { metrics.circuit(config: endpoint.config, open: endpoint.circuitOpen) }
+                    }
+                    mailbox.waitForStop(upTo: configuration.heartbeatInterval)
+                }
+            } catch {
+                logger.debug("heartbeat connection unavailable; retrying", metadata: ["error": "\(error)"])
+                mailbox.waitForStop(upTo: delay)
+                delay = min(delay * 2, .seconds(5))
+            }
         }
     }
 

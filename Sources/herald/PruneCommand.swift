@@ -35,7 +35,12 @@ struct Prune: ParsableCommand {
         let progress = isatty(STDERR_FILENO) == 1
         var totals = [0, 0, 0]
         while true {
+            // The workers' pruner lock (sql/006): wait for a batch they are running instead of deleting beside it.
+            // One transaction per batch, so a worker waits at most one batch for us either.
+            try connection.query("BEGIN")
+            try connection.query("SELECT pg_advisory_xact_lock(7220136354046182)")
             let row = try connection.query(call, [interval, String(batch), "false"]).rows[0].map { Int($0 ?? "0") ?? 0 }
+            try connection.query("COMMIT")
             for index in 0..<3 { totals[index] += row[index] }
             if progress {
                 FileHandle.standardError.write(Data(

@@ -17,7 +17,7 @@ struct Work: ParsableCommand {
 
     @OptionGroup var database: DatabaseOptions
 
-    @Option(help: "Deliveries in flight in this process [HERALD_CONCURRENCY, default 64].")
+    @Option(help: "Deliveries in flight in this process [HERALD_CONCURRENCY, default 512].")
     var concurrency: Int?
     @Option(name: .customLong("timeout-ms"), help: "Whole-attempt timeout in ms [HERALD_TIMEOUT_MS, default 5000].")
     var timeoutMilliseconds: Int?
@@ -37,7 +37,7 @@ struct Work: ParsableCommand {
     var leaseMilliseconds: Int?
     @Option(name: .customLong("worker-id"), help: "Name in leased_by and webhook_logs.worker [HERALD_WORKER_ID, default host:pid].")
     var workerID: String?
-    @Option(name: .customLong("endpoint-concurrency"), help: "Requests in flight per endpoint, all workers together [HERALD_ENDPOINT_CONCURRENCY, default 50].")
+    @Option(name: .customLong("endpoint-concurrency"), help: "Most requests in flight per endpoint, all workers together; the adaptive limit stays at or below it [HERALD_ENDPOINT_CONCURRENCY, default 50].")
     var endpointConcurrency: Int?
     @Option(name: .customLong("circuit-threshold"), help: "Failures in a row that pause an endpoint [HERALD_CIRCUIT_THRESHOLD, default 10].")
     var circuitThreshold: Int?

@@ -1,0 +1,173 @@
+import Foundation
+import HeraldPostgres
+import HeraldTestSupport
+import Synchronization
+import Testing
+
+/// The scheduler at production shape (sql/007): the adaptive limit, claims that visit only endpoints with work,
+/// and dead workers' leases coming back early.
+@Suite struct SchedulerTests {
+    /// The AIMD rule as a pure SQL function: the clock is a parameter.
+    @Test func adaptiveLimitHalvesOnOverloadAtMostOnceASecondAndGrowsBackByWindows() throws {
+        let fixture = try Fixture()
+        func next(_ limit: String, delivered: Int = 0, failed: Int = 0, overloaded: Int = 0,
+                  decreasedAgo: Double? = nil) throws -> (String?, String?) {
+            let row = try fixture.connection.query("""
+                SELECT new_limit, decreased FROM herald_next_limit($1::real, 50, $2, $3, $4,
+                    CASE WHEN $5::float8 IS NULL THEN NULL ELSE timestamptz '2026-01-01 00:00:10' - $5::float8 * interval '1 second' END,
+                    timestamptz '2026-01-01 00:00:10')
+                """, [limit == "NULL" ? nil : limit, String(delivered), String(failed), String(overloaded),
+                      decreasedAgo.map { String($0) }]).rows[0]
+            return (row[0], row[1])
+        }
+        // At the ceiling (NULL) a timeout halves it.
+        #expect(try next("NULL", failed: 3, overloaded: 3) == ("25", "t"))
+        // A second burst within a second of the last decrease is the same overload: no second cut.
+        #expect(try next("25", failed: 5, overloaded: 5, decreasedAgo: 0.5) == ("25", "f"))
+        #expect(try next("25", failed: 5, overloaded: 5, decreasedAgo: 1.5) == ("12", "t"))
+        // Never below 1.
+        #expect(try next("1", failed: 1, overloaded: 1, decreasedAgo: 5) == ("1", "t"))
+        // Successes grow it by one per full window: 12 successes at a limit of 12 → 13.
+        #expect(try next("12", delivered: 12) == ("13", "f"))
+        // Failures that are not overload (e.g. 500) do not change it; the circuit breaker handles those.
+        #expect(try next("12", delivered: 3, failed: 2) == ("12", "f"))
+        // Back at the ceiling it is NULL again: no state kept for a healthy endpoint.
+        #expect(try next("49.5", delivered: 50) == (nil, "f"))
+    }
+
+    /// A receiver that serves only 5 requests at once and holds the rest until a slot frees, 100 ms of work each:
+    /// at the default cap of 50, queued requests wait past the 1 s timeout. The limit must come down (and the
+    /// timeouts with it), then grow back to the ceiling once the receiver is fast again.
+    @Test func adaptiveLimitShrinksForAReceiverThatServesFiveAtOnceAndGrowsBack() throws {
+        let fixture = try Fixture()
+        let slots = DispatchSemaphore(value: 5)
+        let slow = Atomic<Bool>(true)
+        let receiver = try TestReceiver { _, _ in
+            guard slow.load(ordering: .relaxed) else { return .status(200) }
+            slots.wait()
+            Thread.sleep(forTimeInterval: 0.1)
+            slots.signal()
+            return .status(200)
+        }
+        let config = try fixture.addConfig(url: receiver.url, maxAttempts: 100)
+        try fixture.connection.query("""
+            INSERT INTO webhook_events (event_type, data) SELECT 'contact.created', '{}' FROM generate_series(1, 400)
+            """)
+        _ = try fixture.startWorker(["HERALD_BACKOFF_BASE_MS": "50", "HERALD_BACKOFF_MAX_MS": "200"])
+        #expect(try eventually(timeout: 30) {
+            (try fixture.scalar("SELECT concurrency_limit FROM webhook_configs WHERE id = $1", [config]))
+                .flatMap(Double.init).map { $0 < 50 } ?? false
+        }, "the limit did not come down under overload")
+        // Eased off, not switched off: the circuit never opened for what was only overload.
+        #expect(try fixture.count("SELECT count(*) FROM webhook_configs WHERE circuit_open_until IS NOT NULL") == 0)
+        slow.store(false, ordering: .relaxed)
+        #expect(try fixture.waitUntilSettled(timeout: 60))
+        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'") == 400)
+        // More traffic to a fast receiver: the limit climbs back to the ceiling (NULL).
+        try fixture.connection.query("""
+            INSERT INTO webhook_events (event_type, data) SELECT 'contact.created', '{}' FROM generate_series(1, 3000)
+            """)
+        #expect(try eventually(timeout: 60) {
+            try fixture.scalar("SELECT concurrency_limit IS NULL FROM webhook_configs WHERE id = $1", [config]) == "t"
+        }, "the limit did not grow back")
+        #expect(try fixture.waitUntilSettled(timeout: 60))
+    }
+
+    /// 100,000 configs, one with work: a claim reads a few config rows per delivery, not all of them. Measured with
+    /// PostgreSQL's own per-table counters, not a clock.
+    @Test func aClaimWith100000IdleConfigsVisitsOnlyEndpointsWithDueWork() throws {
+        let fixture = try Fixture()
+        try fixture.connection.query("""
+            INSERT INTO webhook_configs (name, url, events, organization_id)
+            SELECT 'idle ' || g, 'https://example.com/idle', '{*}', gen_random_uuid() FROM generate_series(1, 100000) g
+            """)
+        try fixture.addConfig(url: "https://example.com/hot")
+        for _ in 0..<20 { try fixture.emit() }
+        try fixture.connection.query("ANALYZE webhook_configs")
+        let session = try fixture.database.connect()
+        func configReads() throws -> Int {
+            try session.query("SELECT pg_stat_force_next_flush()")
+            _ = try fixture.connection.query("SELECT pg_stat_clear_snapshot()")
+            return try fixture.count("""
+                SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables
+                 WHERE relname = 'webhook_configs'
+                """)
+        }
+        let before = try configReads()
+        let claimed = try session.query("SELECT count(*) FROM herald_claim(64, '1 minute', 'w')").scalar
+        let after = try configReads()
+        #expect(claimed == "20")
+        // A few rows per claimed delivery (joins by primary key); the first release read every one of the 100,001.
+        #expect(after - before < 500, "the claim read \(after - before) config rows")
+        // The backlog sample for /metrics has the same shape.
+        try fixture.connection.query("UPDATE webhook_deliveries SET lease_token = NULL, next_attempt_at = now()")
+        let beforeBacklog = try configReads()
+        #expect(try session.query("SELECT count(*) FROM herald_backlog()").scalar == "1")
+        let backlogReads = try configReads() - beforeBacklog
+        #expect(backlogReads < 500, "the backlog sample read \(backlogReads) config rows")
+    }
+
+    /// A worker whose heartbeat stopped loses its leases long before they expire; if it was only paused, its
+    /// late result is applied while nobody has taken the delivery again, and only logged once someone has.
+    @Test func staleHeartbeatRescueAndTheLateResultRule() throws {
+        let fixture = try Fixture()
+        try fixture.addConfig(url: "https://example.com/hook")
+        try fixture.emit()
+        try fixture.emit()
+        let paused = try fixture.database.connect()
+        let claimed = try paused.query("SELECT delivery_id, lease_token FROM herald_claim(10, '10 minutes', 'paused')").rows
+        #expect(claimed.count == 2)
+        try fixture.connection.query("""
+            INSERT INTO herald_worker_heartbeats (worker, last_seen_at) VALUES ('paused', now() - interval '20 seconds')
+            """)
+        // Not this worker's own (a worker never takes itself for dead), and fresh heartbeats are left alone.
+        #expect(try fixture.scalar("SELECT herald_rescue(5, 100, '1 minute')") == "0")
+        #expect(try fixture.scalar("SELECT herald_rescue(5, 100, '1 second', NULL, 'paused')") == "0")
+        #expect(try fixture.scalar("SELECT herald_rescue(5, 100, '1 second')") == "2")
+        #expect(try fixture.scalar("SELECT string_agg(outcome, ',') FROM webhook_logs") == "lost,lost")
+
+        func complete(_ row: [String?], outcome: String, status: String) throws -> String? {
+            try fixture.scalar("""
+                SELECT applied FROM herald_complete(ARRAY[$1]::uuid[], ARRAY[$2]::uuid[],
+                    ARRAY[(SELECT event_id FROM webhook_deliveries WHERE id = $1)],
+                    ARRAY[(SELECT config_id FROM webhook_deliveries WHERE id = $1)], ARRAY['contact.created'], ARRAY[1],
+                    ARRAY[$3], ARRAY[NULL]::bigint[], ARRAY[$4]::integer[], ARRAY[NULL]::text[], ARRAY[NULL]::text[],
+                    ARRAY[5], ARRAY['{}'], 'paused')
+                """, [row[0], row[1], outcome, status])
+        }
+        // The first: rescued, not yet claimed again. The paused worker wakes up and reports its 200: applied,
+        // and the attempt has one log row (the 'lost' row became 'delivered').
+        #expect(try complete(claimed[0], outcome: "delivered", status: "200") == "1")
+        #expect(try fixture.scalar("SELECT status FROM webhook_deliveries WHERE id = $1", [claimed[0][0]]) == "delivered")
+        #expect(try fixture.scalar("SELECT string_agg(outcome, ',') FROM webhook_logs WHERE delivery_id = $1",
+                                   [claimed[0][0]]) == "delivered")
+        // Writing the same result again (a reconnect after a lost reply) adds nothing.
+        #expect(try complete(claimed[0], outcome: "delivered", status: "200") == "0")
+        #expect(try fixture.count("SELECT count(*) FROM webhook_logs WHERE delivery_id = $1", [claimed[0][0]]) == 1)
+
+        // The second: another worker claimed it again first. The late result is only logged.
+        let other = try fixture.connection.query("SELECT delivery_id, attempt FROM herald_claim(10, '1 minute', 'other')").rows
+        #expect(other.count == 1 && other[0][0] == claimed[1][0] && other[0][1] == "2")
+        #expect(try complete(claimed[1], outcome: "delivered", status: "200") == "0")
+        #expect(try fixture.scalar("SELECT status || ' ' || (lease_token IS NOT NULL) FROM webhook_deliveries WHERE id = $1",
+                                   [claimed[1][0]]) == "pending true")
+        #expect(try fixture.scalar("SELECT string_agg(outcome || ' ' || attempt, ',') FROM webhook_logs WHERE delivery_id = $1",
+                                   [claimed[1][0]]) == "delivered 1")
+    }
+
+    /// A worker restarted under the same HERALD_WORKER_ID releases what its earlier run left behind at once,
+    /// instead of waiting for the 10-minute lease.
+    @Test func aWorkerRestartedWithAStableIdReleasesItsOldLeases() throws {
+        let fixture = try Fixture()
+        let receiver = try TestReceiver()
+        try fixture.addConfig(url: receiver.url)
+        for _ in 0..<5 { try fixture.emit() }
+        #expect(try fixture.count("SELECT count(*) FROM herald_claim(10, '10 minutes', 'stable-1')") == 5)
+        // Its heartbeat is fresh: only its own restart can free these before the lease ends.
+        try fixture.connection.query("INSERT INTO herald_worker_heartbeats (worker) VALUES ('stable-1')")
+        _ = try fixture.startWorker(["HERALD_WORKER_ID": "stable-1", "HERALD_LEASE_MS": "600000"])
+        #expect(try fixture.waitUntilSettled(timeout: 20))
+        #expect(receiver.requests.count == 5)
+        #expect(try fixture.count("SELECT count(*) FROM webhook_logs WHERE outcome = 'lost' AND error LIKE '%restarted%'") == 5)
+    }
+}
