@@ -2,7 +2,12 @@
 ///
 /// It carries the server's SQLSTATE and message (plus detail and hint when the server sent them) so callers can
 /// branch on the code and people can act on the text. The connection string is never part of it.
-public struct PostgresError: Error, CustomStringConvertible, Sendable {
+///
+/// - Important: `description` (what `"\(error)"` and loggers print) is the primary message and the SQLSTATE
+///   only. The server's DETAIL ("Failing row contains (…)", "Key (…)=(…)") and HINT can quote row values:
+///   payloads, URLs, secrets. They are in `debugDescription` (`String(reflecting: error)`), for a person
+///   debugging on purpose, as postgres-nio's `PSQLError` does.
+public struct PostgresError: Error, CustomStringConvertible, CustomDebugStringConvertible, Sendable {
     /// What kind of step failed.
     public enum Kind: Sendable, Equatable {
         /// Could not connect, or the connection broke: retry after reconnecting.
@@ -37,7 +42,15 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
         return state.hasPrefix("08") || state.hasPrefix("57P") || state == "57014" || state == "25006"
     }
 
+    /// The message and SQLSTATE, never the server's DETAIL or HINT: safe to log.
     public var description: String {
+        var text = message
+        if let sqlState { text += " [SQLSTATE \(sqlState)]" }
+        return text
+    }
+
+    /// Everything the server sent, DETAIL and HINT included: may quote row values, so never logged by Herald.
+    public var debugDescription: String {
         var text = message
         if let detail, !detail.isEmpty { text += " (\(detail))" }
         if let hint, !hint.isEmpty { text += " — hint: \(hint)" }

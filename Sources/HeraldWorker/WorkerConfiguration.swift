@@ -96,6 +96,11 @@ public struct WorkerConfiguration: Sendable {
         }
         if let file = environment["HERALD_CA_FILE"], !file.isEmpty { configuration.caFile = file }
         if let id = environment["HERALD_WORKER_ID"], !id.isEmpty {
+            // Stored in every lease and log row, and printed by the CLI: short and printable.
+            guard id.utf8.count <= 200, !id.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+            else {
+                throw ConfigurationError("HERALD_WORKER_ID is not valid: expected at most 200 bytes without control characters")
+            }
             configuration.workerID = id
             configuration.workerIDIsStable = true
         }
@@ -105,21 +110,35 @@ public struct WorkerConfiguration: Sendable {
             configuration.circuitCooldown = .milliseconds(value)
         }
         if let text = environment["HERALD_RETENTION"], !text.isEmpty, text != "off" {
-            guard let value = DurationText.parse(text), value > .zero else {
-                throw ConfigurationError(DurationText.explain("HERALD_RETENTION", text, datesAllowed: false) + ", or off")
-            }
-            guard value <= .seconds(100 * 365 * 86_400) else {
-                throw ConfigurationError("HERALD_RETENTION=\(text) is longer than 100 years; use off to keep everything")
-            }
-            configuration.retention = value
+            configuration.retention = try duration("HERALD_RETENTION", text, Bounds.retention, orOff: true)
         }
         if let text = environment["HERALD_DISABLE_AFTER"], !text.isEmpty {
-            guard let value = DurationText.parse(text), value > .zero else {
-                throw ConfigurationError(DurationText.explain("HERALD_DISABLE_AFTER", text, datesAllowed: false))
-            }
-            configuration.disableAfter = value
+            configuration.disableAfter = try duration("HERALD_DISABLE_AFTER", text, Bounds.disableAfter)
         }
         return configuration
+    }
+
+    /// The ranges every duration given as text must fall in. PostgreSQL computes `now() - value` with them, and
+    /// its timestamps end at 4713 BC: `HERALD_DISABLE_AFTER=3000000d` made every batch with a failure fail with
+    /// "timestamp out of range". The upper bounds are far above any sensible setting and far below that edge.
+    enum Bounds {
+        static let disableAfter: ClosedRange<Duration> = .seconds(1) ... .seconds(365 * 86_400)
+        static let retention: ClosedRange<Duration> = .seconds(1) ... .seconds(100 * 365 * 86_400)
+    }
+
+    /// Parses `text` as a duration (`30s`, `7d`) inside `range`; the error names the variable and the range.
+    private static func duration(_ name: String, _ text: String, _ range: ClosedRange<Duration>, orOff: Bool = false)
+        throws(ConfigurationError) -> Duration
+    {
+        guard let value = DurationText.parse(text) else {
+            throw ConfigurationError(DurationText.explain(name, text, datesAllowed: false) + (orOff ? ", or off" : ""))
+        }
+        guard range.contains(value) else {
+            throw ConfigurationError(
+                "\(name)=\(text) is out of range: expected from \(range.lowerBound.humanReadable) to \(range.upperBound.humanReadable)"
+                    + (orOff ? ", or off" : ""))
+        }
+        return value
     }
 
     /// Checks combinations no single variable can: the lease must outlast an attempt by far.

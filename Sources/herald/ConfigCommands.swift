@@ -44,6 +44,34 @@ struct ConfigCommand: ParsableCommand {
         return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
     }
 
+    /// Reads a secret from `path` (`-`: standard input) for `--secret-file`, so it never appears in `ps`,
+    /// `/proc/*/cmdline` or shell history. One trailing newline (`\n` or `\r\n`) is stripped, as `echo` and
+    /// editors add one; the rest is the secret, byte for byte.
+    static func readSecret(from path: String) throws -> String {
+        let data: Data
+        if path == "-" {
+            data = FileHandle.standardInput.readDataToEndOfFile()
+        } else {
+            guard let contents = FileManager.default.contents(atPath: path) else {
+                throw CommandFailure("--secret-file \(path): cannot read it (missing, or not readable by this user)")
+            }
+            data = contents
+        }
+        var bytes = [UInt8](data)
+        if bytes.last == 0x0A {
+            bytes.removeLast()
+            if bytes.last == 0x0D { bytes.removeLast() }
+        }
+        let source = path == "-" ? "standard input" : path
+        guard bytes.count <= 4096 else { throw CommandFailure("--secret-file: the secret in \(source) is longer than 4096 bytes") }
+        guard !bytes.isEmpty else { throw CommandFailure("--secret-file: \(source) holds no secret (it is empty)") }
+        let secret = String(decoding: bytes, as: UTF8.self)
+        guard !bytes.contains(0), Array(secret.utf8) == bytes else {
+            throw CommandFailure("--secret-file: the secret in \(source) must be UTF-8 text without NUL bytes")
+        }
+        return secret
+    }
+
     static func printSecretOnce(_ secret: String) {
         print("secret: \(secret)")
         print("(shown once: store it with the receiver now; Herald never prints it again)")
@@ -55,7 +83,10 @@ struct ConfigCommand: ParsableCommand {
         @Option(help: "Human-readable name.") var name: String
         @Option(help: "Endpoint, an absolute http(s) URL.") var url: String
         @Option(help: "Comma-separated event types, or * for all.") var events: String
-        @Option(help: "HMAC secret (better: --generate-secret).") var secret: String?
+        @Option(help: "HMAC secret. Visible in ps and shell history: prefer --secret-file or --generate-secret.")
+        var secret: String?
+        @Option(name: .customLong("secret-file"), help: "Read the HMAC secret from this file, or - for standard input.")
+        var secretFile: String?
         @Flag(name: .customLong("generate-secret"), help: "Generate a strong secret and print it once.")
         var generateSecret = false
         @Option(name: .customLong("org"), help: "Organization id (UUID).") var organization: String?
@@ -67,7 +98,9 @@ struct ConfigCommand: ParsableCommand {
             if name.trimmingCharacters(in: .whitespaces).isEmpty { throw CommandFailure("--name must not be empty") }
             try ConfigCommand.validateURL(url)
             _ = try ConfigCommand.validateEvents(events)
-            if secret != nil && generateSecret { throw CommandFailure("use either --secret or --generate-secret, not both") }
+            if [secret != nil, secretFile != nil, generateSecret].filter({ $0 }).count > 1 {
+                throw CommandFailure("use one of --secret, --secret-file and --generate-secret")
+            }
             if secret == "" { throw CommandFailure("--secret must not be empty (omit it for unsigned requests)") }
             if let organization { _ = try requireUUID("--org", organization) }
             if let maxAttempts, !(1...100).contains(maxAttempts) {
@@ -76,8 +109,9 @@ struct ConfigCommand: ParsableCommand {
         }
 
         func run() throws {
+            let chosenSecret = try generateSecret ? ConfigCommand.generateSecret()
+                : secretFile.map(ConfigCommand.readSecret(from:)) ?? secret
             let connection = try database.connect()
-            let chosenSecret = generateSecret ? ConfigCommand.generateSecret() : secret
             let id = try perform {
                 try connection.query("""
                     INSERT INTO webhook_configs (name, url, events, secret, organization_id, is_active, max_attempts)
@@ -127,7 +161,7 @@ struct ConfigCommand: ParsableCommand {
                 """
             let result = try Output.query(connection, sql, [id], json: json)
             if json {
-                print(result.scalar ?? "null")
+                printJSON(result.scalar)
                 return
             }
             for (column, value) in zip(result.columns, result.rows[0]) {
@@ -143,8 +177,12 @@ struct ConfigCommand: ParsableCommand {
         @Option var name: String?
         @Option var url: String?
         @Option(help: "Comma-separated event types, or * for all.") var events: String?
-        @Option var secret: String?
-        @Flag(name: .customLong("generate-secret")) var generateSecret = false
+        @Option(help: "HMAC secret. Visible in ps and shell history: prefer --secret-file or --generate-secret.")
+        var secret: String?
+        @Option(name: .customLong("secret-file"), help: "Read the HMAC secret from this file, or - for standard input.")
+        var secretFile: String?
+        @Flag(name: .customLong("generate-secret"), help: "Generate a strong secret and print it once.")
+        var generateSecret = false
         @Flag(name: .customLong("no-secret"), help: "Send unsigned requests from now on.") var noSecret = false
         @Option(name: .customLong("org")) var organization: String?
         @Option(name: .customLong("max-attempts")) var maxAttempts: Int?
@@ -152,17 +190,19 @@ struct ConfigCommand: ParsableCommand {
         func validate() throws {
             if let url { try ConfigCommand.validateURL(url) }
             if let events { _ = try ConfigCommand.validateEvents(events) }
-            if [secret != nil, generateSecret, noSecret].filter({ $0 }).count > 1 {
-                throw CommandFailure("use one of --secret, --generate-secret and --no-secret")
+            if [secret != nil, secretFile != nil, generateSecret, noSecret].filter({ $0 }).count > 1 {
+                throw CommandFailure("use one of --secret, --secret-file, --generate-secret and --no-secret")
             }
+            if secret == "" { throw CommandFailure("--secret must not be empty (use --no-secret for unsigned requests)") }
             if let organization { _ = try requireUUID("--org", organization) }
             if let name, name.trimmingCharacters(in: .whitespaces).isEmpty { throw CommandFailure("--name must not be empty") }
         }
 
         func run() throws {
+            let newSecret = try generateSecret ? ConfigCommand.generateSecret()
+                : secretFile.map(ConfigCommand.readSecret(from:)) ?? secret
             let connection = try database.connect()
             let id = try resolveConfig(config, on: connection)
-            let newSecret = generateSecret ? ConfigCommand.generateSecret() : secret
             var assignments: [String] = []
             var parameters: [String?] = [id]
             func set(_ column: String, _ value: String?, cast: String = "") {
@@ -222,7 +262,7 @@ struct ConfigCommand: ParsableCommand {
     struct RotateSecret: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "rotate-secret",
-            abstract: "Replace a config's secret with a new generated one, printed once.",
+            abstract: "Replace a config's secret with a new generated one, printed once (or one from --secret-file).",
             discussion: """
                 The old secret stays valid for --keep-previous (default 24h): until then requests carry a Standard \
                 Webhooks signature for each secret (X-Webhook-Signature uses the new one), so receivers can switch \
@@ -232,6 +272,8 @@ struct ConfigCommand: ParsableCommand {
         @Argument(help: "Config id or name.") var config: String
         @Option(name: .customLong("keep-previous"), help: "How long the old secret still signs (e.g. 24h, 0s).")
         var keepPrevious: String = "24h"
+        @Option(name: .customLong("secret-file"), help: "Use the secret in this file (- for standard input) instead of generating one; it is not printed.")
+        var secretFile: String?
 
         func validate() throws {
             if DurationText.parse(keepPrevious) == nil {
@@ -240,9 +282,10 @@ struct ConfigCommand: ParsableCommand {
         }
 
         func run() throws {
+            let supplied = try secretFile.map(ConfigCommand.readSecret(from:))
+            let secret = supplied ?? ConfigCommand.generateSecret()
             let connection = try database.connect()
             let id = try resolveConfig(config, on: connection)
-            let secret = ConfigCommand.generateSecret()
             let keep = DurationText.parse(keepPrevious)!
             try connection.query("""
                 UPDATE webhook_configs
@@ -254,7 +297,7 @@ struct ConfigCommand: ParsableCommand {
                 """, [id, secret, String(Int64(keep.milliseconds))])
             print("rotated the secret of config \(id); requests are signed with the new one from now on")
             if keep > .zero { print("the previous secret also signs (webhook-signature) for \(keepPrevious)") }
-            ConfigCommand.printSecretOnce(secret)
+            if supplied == nil { ConfigCommand.printSecretOnce(secret) }
         }
     }
 }

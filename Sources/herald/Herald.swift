@@ -19,6 +19,19 @@ struct Herald: ParsableCommand {
         version: HeraldVersion.current,
         subcommands: [Migrate.self, Work.self, Emit.self, ConfigCommand.self, TestEvent.self, Logs.self, Deliveries.self,
                       Show.self, Replay.self, Stats.self, Prune.self])
+
+    /// As argument-parser's, except that a database error is printed through `CommandFailure` (its generic
+    /// description, control characters neutralized) rather than as it comes.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let error as PostgresError {
+            exit(withError: CommandFailure(error.description))
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Options every database command shares.
@@ -41,10 +54,11 @@ struct DatabaseOptions: ParsableArguments {
     }
 }
 
-/// Errors from the libraries reach the user as one line, without a stack of Swift type names.
+/// Errors from the libraries reach the user as one line, without a stack of Swift type names. The text often
+/// quotes what the database holds, so its control characters are neutralized like everything else printed.
 struct CommandFailure: Error, CustomStringConvertible {
     var description: String
-    init(_ description: String) { self.description = description }
+    init(_ description: String) { self.description = TerminalText.neutralized(description) }
 }
 
 func bootstrapLogging() throws {

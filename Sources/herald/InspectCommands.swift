@@ -176,7 +176,7 @@ struct Show: ParsableCommand {
                 SELECT json_build_object('delivery', (SELECT row_to_json(s) FROM (\(summarySQL)) s),
                                          'attempts', coalesce((SELECT json_agg(a) FROM (\(attemptsSQL)) a), '[]'::json))
                 """, [id])
-            print(document.scalar ?? "null")
+            printJSON(document.scalar)
             return
         }
         func value(_ key: String) -> String { (row[key] ?? nil) ?? "-" }
@@ -212,7 +212,7 @@ struct Stats: ParsableCommand {
                     'configs', coalesce((SELECT json_agg(c ORDER BY c.name) FROM webhook_config_stats c), '[]'::json),
                     'workers', coalesce((SELECT json_agg(w) FROM herald_workers w WHERE w.alive), '[]'::json))
                 """)
-            print(document.scalar ?? "null")
+            printJSON(document.scalar)
             return
         }
         let totals = try connection.query("SELECT * FROM webhook_delivery_stats")

@@ -14,7 +14,7 @@ enum Output {
     static func table(_ result: PostgresResult, json: Bool, empty: String) {
         if json {
             // The queries behind --json select row_to_json(…) as their only column: Postgres writes the JSON.
-            for row in result.rows { print(row[0] ?? "null") }
+            for row in result.rows { printJSON(row[0]) }
             return
         }
         if result.rows.isEmpty {
@@ -37,7 +37,7 @@ enum Output {
 
     /// One line per cell: newlines and long values would break the table.
     static func shorten(_ value: String, limit: Int = 80) -> String {
-        let flat = value.replacingOccurrences(of: "\r", with: " ").replacingOccurrences(of: "\n", with: " ")
+        let flat = TerminalText.neutralized(value).replacingOccurrences(of: "\r", with: " ").replacingOccurrences(of: "\n", with: " ")
         return flat.count > limit ? String(flat.prefix(limit - 1)) + "…" : flat
     }
 }

@@ -274,8 +274,16 @@ extension CLITests {
     @Test func pruneRemovesExactlyWhatIsFinishedAndOld() throws {
         let fixture = try Fixture()
         try fixture.addConfig(url: "https://example.com/hook")
-        for _ in 0..<6 { try fixture.emit() }
-        let ids = try fixture.connection.query("SELECT id, event_id FROM webhook_deliveries ORDER BY id").rows
+        // Events are immutable once fanned out (sql/008): five are inserted 40 days old, one now.
+        try fixture.connection.query("""
+            INSERT INTO webhook_events (event_type, data, occurred_at)
+            SELECT 'contact.created', '{"id": "42"}', now() - (CASE WHEN i <= 5 THEN interval '40 days' ELSE interval '0' END)
+              FROM generate_series(1, 6) i
+            """)
+        let ids = try fixture.connection.query("""
+            SELECT d.id, d.event_id FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id
+             ORDER BY e.occurred_at, d.id
+            """).rows
         // 0,1: delivered 40 days ago · 2: failed 40 days ago · 3: delivered yesterday · 4: pending, event 40 days old ·
         // 5: pending, recent.
         try fixture.connection.query("""
@@ -283,8 +291,6 @@ extension CLITests {
             """, [ids[0][0], ids[1][0]])
         try fixture.connection.query("UPDATE webhook_deliveries SET status = 'failed', completed_at = now() - interval '40 days' WHERE id = $1", [ids[2][0]])
         try fixture.connection.query("UPDATE webhook_deliveries SET status = 'delivered', completed_at = now() - interval '1 day' WHERE id = $1", [ids[3][0]])
-        try fixture.connection.query("UPDATE webhook_events SET occurred_at = now() - interval '40 days' WHERE id IN ($1, $2, $3, $4, $5)",
-                                     [ids[0][1], ids[1][1], ids[2][1], ids[3][1], ids[4][1]])
         try fixture.connection.query("""
             INSERT INTO webhook_logs (delivery_id, event_id, config_id, event_type, attempt, outcome, created_at)
             SELECT gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 'contact.created', 1, 'delivered',

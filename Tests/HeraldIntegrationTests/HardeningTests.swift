@@ -212,7 +212,17 @@ import Testing
     @Test func circuitOpensPausesThenAProbeClosesIt() throws {
         let fixture = try Fixture()
         let healthy = Mutex(false)
-        let receiver = try TestReceiver { _, _ in healthy.withLock { $0 } ? .status(200) : .status(503) }
+        // The first request once the endpoint is healthy again is held for 2 s, so the test can look at what
+        // else is in flight meanwhile.
+        let probeIndex = Mutex<Int?>(nil)
+        let receiver = try TestReceiver { _, index in
+            guard healthy.withLock({ $0 }) else { return .status(503) }
+            let isProbe = probeIndex.withLock { probe in
+                if probe == nil { probe = index }
+                return probe == index
+            }
+            return isProbe ? .delayed(seconds: 2, status: 200) : .status(200)
+        }
         let config = try fixture.addConfig(name: "flaky", url: receiver.url, maxAttempts: 100)
         for _ in 0..<10 { try fixture.emit() }
         _ = try fixture.startWorker(["HERALD_CIRCUIT_THRESHOLD": "3", "HERALD_CIRCUIT_COOLDOWN_MS": "1500",
@@ -228,18 +238,17 @@ import Testing
         #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'") == 0)
 
         healthy.withLock { $0 = true }
+        // After the pause a single probe goes out: while it is held, nothing else is in flight or sent.
+        #expect(eventually(timeout: 30) { probeIndex.withLock { $0 } != nil })
+        let probe = try #require(probeIndex.withLock { $0 })
+        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE lease_token IS NOT NULL") == 1)
+        #expect(receiver.requests.count == probe + 1, "requests sent beside the probe")
         #expect(try fixture.waitUntilSettled(timeout: 30))
         #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'") == 10)
         let health = try fixture.connection.query(
             "SELECT consecutive_failures, circuit_open_until, failing_since, is_active FROM webhook_configs").rows[0]
         #expect(health == ["0", nil, nil, "t"])
-        // The first request after the pause was a single probe, not the whole backlog at once.
-        let afterPause = receiver.requests[before...]
-        #expect(afterPause.count >= 10)
-        if let probe = afterPause.first, afterPause.count > 1 {
-            let second = afterPause[afterPause.index(after: afterPause.startIndex)]
-            #expect(second.receivedAt >= probe.receivedAt)
-        }
+        #expect(receiver.requests.count - before >= 10)
     }
 
     @Test func slowEndpointIsCappedAndOthersKeepFlowing() throws {
