@@ -691,3 +691,19 @@ AS $$
            c.concurrency_limit
       FROM endpoints e JOIN webhook_configs c ON c.id = e.config_id;
 $$;
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Endpoints under pressure: circuit open (or half-open) or adaptive limit below the ceiling. What /metrics and
+-- `herald stats` list per endpoint; from a partial index that holds only those, so it stays small however many
+-- configs exist.
+-- ---------------------------------------------------------------------------------------------------------
+CREATE INDEX webhook_configs_pressure ON webhook_configs (id)
+    WHERE circuit_open_until IS NOT NULL OR concurrency_limit IS NOT NULL;
+
+CREATE FUNCTION herald_endpoints_under_pressure()
+RETURNS TABLE (config_id uuid, circuit_open boolean, concurrency_limit real)
+LANGUAGE sql STABLE AS $$
+    SELECT c.id, coalesce(c.circuit_open_until > now(), false), c.concurrency_limit
+      FROM webhook_configs c
+     WHERE c.circuit_open_until IS NOT NULL OR c.concurrency_limit IS NOT NULL;
+$$;

@@ -145,6 +145,15 @@ public final class DeliveryStore {
         }
     }
 
+    /// Endpoints whose circuit is open or whose adaptive limit is below its ceiling: what `/metrics` lists per
+    /// endpoint. Read from a partial index, so it stays small with 100,000 configs.
+    public func endpointsUnderPressure() throws -> [(config: String, circuitOpen: Bool, limit: Double?)] {
+        try connection.execute(
+            prepared: "herald_pressure",
+            "SELECT config_id, circuit_open, concurrency_limit FROM herald_endpoints_under_pressure()", []
+        ).rows.map { row in (row[0]!, row[1] == "t", row[2].flatMap(Double.init)) }
+    }
+
     /// One retention batch (skipped when another worker is pruning); returns the rows deleted.
     @discardableResult
     public func prune(olderThan age: Duration, batch: Int) throws -> Int {

@@ -288,7 +288,11 @@ public final class Worker: Sendable {
                         let endpoints = try store.backlog()
                         metrics.dueBacklog.record(endpoints.reduce(0) { $0 + $1.due })
                         metrics.oldestDue.record(endpoints.map(\.oldestSeconds).max() ?? 0)
-                        for endpoint in endpoints { metrics.circuit(config: endpoint.config, open: endpoint.circuitOpen) }
+                        let pressure = try store.endpointsUnderPressure()
+                        metrics.circuits.replace(with: Dictionary(
+                            uniqueKeysWithValues: pressure.filter(\.circuitOpen).map { ($0.config, 1.0) }))
+                        metrics.limits.replace(with: Dictionary(
+                            uniqueKeysWithValues: pressure.compactMap { p in p.limit.map { (p.config, $0) } }))
                     }
                     mailbox.waitForStop(upTo: configuration.heartbeatInterval)
                 }

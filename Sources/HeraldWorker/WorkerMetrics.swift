@@ -4,7 +4,7 @@ import Metrics
 /// What a worker reports through swift-metrics; `herald work` backs it with Prometheus (`/metrics`).
 ///
 /// Names follow Prometheus conventions. Per-attempt metrics are updated on the HTTP engine's thread; the backlog
-/// gauges are sampled by the dispatcher every few seconds, not per request.
+/// gauges are sampled by the heartbeat thread every few seconds, not per request.
 struct WorkerMetrics: Sendable {
     let inFlight = Gauge(label: "herald_deliveries_in_flight")
     let claimBatch = Recorder(label: "herald_claim_batch_size", aggregate: true)
@@ -12,7 +12,11 @@ struct WorkerMetrics: Sendable {
     let reconnects = Counter(label: "herald_reconnects_total")
     let dueBacklog = Gauge(label: "herald_due_backlog")
     let oldestDue = Gauge(label: "herald_oldest_due_seconds")
-    private let circuits = CircuitGauges()
+    /// `herald_circuit_open{config_id}`: open circuits only; `herald_circuits_open`: how many.
+    let circuits = BoundedSeries(label: "herald_circuit_open", totalLabel: "herald_circuits_open")
+    /// `herald_endpoint_concurrency_limit{config_id}`: the adaptive limit of endpoints below their ceiling only;
+    /// `herald_endpoints_limited`: how many. An endpoint at its ceiling (the normal case) has no series.
+    let limits = BoundedSeries(label: "herald_endpoint_concurrency_limit", totalLabel: "herald_endpoints_limited")
 
     /// Counts one attempt by outcome (delivered, retry, failed, refused) and status class (2xx … 5xx, none).
     func attempt(outcome: String, status: Int?) {
@@ -20,50 +24,45 @@ struct WorkerMetrics: Sendable {
         Counter(label: "herald_attempts_total", dimensions: [("outcome", outcome), ("status_class", statusClass)])
             .increment()
     }
-
-    /// One endpoint's circuit, as last sampled: `herald_circuit_open{config_id}` lists open circuits only.
-    func circuit(config: String, open: Bool) {
-        circuits.update(config: config, open: open, now: .now)
-    }
 }
 
-/// `herald_circuit_open{config_id}` (1 per open circuit, at most `seriesLimit` series) and `herald_circuits_open`
-/// (how many are open in all).
+/// Per-endpoint series that only exist while something is wrong (a circuit open, a limit below its ceiling), at
+/// most `seriesLimit` of them, plus a total.
 ///
-/// With thousands of configs, one series per config (0 for closed) made `/metrics` grow with the table, and a
-/// large response is what let slow scrapers hold the listener. A closed circuit's series is removed; a config
-/// that stops being reported (deleted) is dropped after `staleAfter`.
-final class CircuitGauges: @unchecked Sendable {
+/// With thousands of configs, one series per config made `/metrics` grow with the table, and a large response is
+/// what let slow scrapers hold the listener. Each sample replaces the whole set: an endpoint that recovered, or
+/// was deleted, loses its series at the next sample.
+final class BoundedSeries: @unchecked Sendable {
     // @unchecked: every stored property is read and written only while `lock` is held.
     static let seriesLimit = 100
-    static let staleAfter: Duration = .seconds(60)
 
+    private let label: String
     private let lock = NSLock()
-    private var open: [String: ContinuousClock.Instant] = [:]
     private var series: [String: Gauge] = [:]
-    private var lastSweep = ContinuousClock.now
-    private let total = Gauge(label: "herald_circuits_open")
+    private let total: Gauge
 
-    func update(config: String, open isOpen: Bool, now: ContinuousClock.Instant) {
+    init(label: String, totalLabel: String) {
+        self.label = label
+        total = Gauge(label: totalLabel)
+    }
+
+    /// The current values by config id (everything else is gone).
+    func replace(with values: [String: Double]) {
         lock.lock()
         defer { lock.unlock() }
-        if isOpen {
-            open[config] = now
-            if series[config] == nil, series.count < Self.seriesLimit {
-                let gauge = Gauge(label: "herald_circuit_open", dimensions: [("config_id", config)])
-                gauge.record(1)
+        for (config, gauge) in series where values[config] == nil {
+            gauge.destroy()
+            series.removeValue(forKey: config)
+        }
+        for (config, value) in values.sorted(by: { $0.key < $1.key }) {
+            if let gauge = series[config] {
+                gauge.record(value)
+            } else if series.count < Self.seriesLimit {
+                let gauge = Gauge(label: label, dimensions: [("config_id", config)])
+                gauge.record(value)
                 series[config] = gauge
             }
-        } else if open.removeValue(forKey: config) != nil {
-            series.removeValue(forKey: config)?.destroy()
         }
-        if now - lastSweep >= .seconds(1) {
-            lastSweep = now
-            for (config, seen) in open where now - seen > Self.staleAfter {
-                open.removeValue(forKey: config)
-                series.removeValue(forKey: config)?.destroy()
-            }
-        }
-        total.record(open.count)
+        total.record(values.count)
     }
 }

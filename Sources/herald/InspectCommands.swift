@@ -210,7 +210,8 @@ struct Stats: ParsableCommand {
                 SELECT json_build_object(
                     'deliveries', (SELECT row_to_json(s) FROM webhook_delivery_stats s),
                     'configs', coalesce((SELECT json_agg(c ORDER BY c.name) FROM webhook_config_stats c), '[]'::json),
-                    'workers', coalesce((SELECT json_agg(w) FROM herald_workers w WHERE w.alive), '[]'::json))
+                    'workers', coalesce((SELECT json_agg(w) FROM herald_workers w WHERE w.alive), '[]'::json),
+                    'endpoints_under_pressure', coalesce((SELECT json_agg(p) FROM (\(Stats.pressure)) p), '[]'::json))
                 """)
             printJSON(document.scalar)
             return
@@ -230,5 +231,21 @@ struct Stats: ParsableCommand {
             SELECT worker, to_char(last_seen_at, 'HH24:MI:SS') AS last_seen, in_flight, concurrency
               FROM herald_workers WHERE alive
             """), json: false, empty: "no worker seen in the last 30 seconds")
+        print()
+        Output.table(try connection.query(Stats.pressure), json: false,
+                     empty: "every endpoint at its full in-flight limit, no circuit open")
     }
+
+    /// Endpoints eased off (adaptive limit below `max_in_flight`, else HERALD_ENDPOINT_CONCURRENCY) or paused
+    /// (circuit open): read from a partial index, so it stays short with 100,000 configs.
+    static let pressure = """
+        SELECT c.name AS config, round(p.concurrency_limit::numeric, 1) AS "limit",
+               coalesce(c.max_in_flight::text, 'default') AS ceiling,
+               (SELECT count(*) FROM webhook_deliveries d WHERE d.config_id = c.id AND d.lease_token IS NOT NULL) AS in_flight,
+               CASE WHEN p.circuit_open THEN 'open until ' || to_char(c.circuit_open_until, 'HH24:MI:SS')
+                    WHEN c.circuit_open_until IS NOT NULL THEN 'half-open' ELSE 'closed' END AS circuit,
+               c.consecutive_failures AS failures_in_a_row
+          FROM herald_endpoints_under_pressure() p JOIN webhook_configs c ON c.id = p.config_id
+         ORDER BY c.name
+        """
 }
