@@ -133,9 +133,40 @@ import Testing
         try other.query("ROLLBACK")
     }
 
+    /// A result the database refuses for a reason other than the connection costs only that result: the batch is
+    /// split until the bad record is found, it is logged and dropped (its lease expires, it is retried), and every
+    /// other result of the batch is written.
+    @Test func aResultTheDatabaseRefusesDoesNotTakeTheRestOfItsBatchWithIt() throws {
+        let fixture = try Fixture()
+        let receiver = try TestReceiver()
+        try fixture.addConfig(url: receiver.url)
+        for n in 0..<20 { try fixture.emit(data: #"{"n": \#(n)}"#) }
+        let poisoned = try fixture.scalar("""
+            SELECT d.id FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id WHERE e.data->>'n' = '7'
+            """)!
+        // Stands for any row PostgreSQL refuses (a constraint, a bug): logging that one delivery's attempt fails.
+        try fixture.connection.query("""
+            CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.delivery_id = '\(poisoned)' THEN RAISE EXCEPTION 'refused for the test'; END IF;
+                RETURN NEW;
+            END $$
+            """)
+        try fixture.connection.query(
+            "CREATE TRIGGER refuse_one BEFORE INSERT ON webhook_logs FOR EACH ROW EXECUTE FUNCTION refuse_one()")
+        let worker = try fixture.startWorker(["HERALD_LEASE_MS": "60000"])
+        #expect(try eventually {
+            try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'") == 19
+        })
+        #expect(try fixture.scalar("SELECT status || ' ' || (lease_token IS NOT NULL) FROM webhook_deliveries WHERE id = $1",
+                                   [poisoned]) == "pending true")
+        #expect(eventually { worker.output.contains("could not record an attempt") })
+        #expect(receiver.requests.count == 20)
+    }
+
     /// `herald prune` takes the same advisory lock as the workers' pruner: it waits for a running batch
     /// instead of deleting beside it.
-    @Test func herladPruneWaitsForTheWorkersPruner() throws {
+    @Test func heraldPruneWaitsForTheWorkersPruner() throws {
         let fixture = try Fixture()
         let holder = try fixture.database.connect()
         try holder.query("BEGIN")
