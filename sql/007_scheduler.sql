@@ -91,6 +91,9 @@ ALTER TABLE webhook_deliveries ADD COLUMN lost_lease_token uuid NULL;
 -- was lost) adds no second row, and a late result replaces the 'lost' row the rescue wrote for it.
 ALTER TABLE webhook_logs ADD COLUMN lease_token uuid NULL;
 CREATE UNIQUE INDEX webhook_logs_lease ON webhook_logs (lease_token) WHERE lease_token IS NOT NULL;
+-- Which replay of the delivery the attempt belongs to (0: before any replay), so attempt numbers that start again
+-- at 1 after a replay can be told apart. Sent as X-Webhook-Replay.
+ALTER TABLE webhook_logs ADD COLUMN replay integer NOT NULL DEFAULT 0;
 
 -- The adaptive in-flight limit (AIMD, shared by all workers): NULL means "at the ceiling" (max_in_flight, else
 -- HERALD_ENDPOINT_CONCURRENCY), which is where every endpoint starts and where a healthy one stays at no cost.
@@ -193,7 +196,8 @@ RETURNS TABLE (
     secret       text,
     max_attempts integer,  -- the limit for this delivery (see default_max_attempts)
     is_active    boolean,
-    previous_secret text   -- during a rotation, until it expires
+    previous_secret text,  -- during a rotation, until it expires
+    replay       integer   -- webhook_deliveries.replay_count: 0 before any replay (X-Webhook-Replay when > 0)
 )
 LANGUAGE plpgsql
 -- Planned for the actual batch size on every call; index access only (see sql/004 for the measurements).
@@ -384,10 +388,10 @@ BEGIN
            AND d.status = 'pending'
            AND d.lease_token IS NULL
         RETURNING d.id, d.event_id, d.config_id, d.attempts, d.lease_token, d.max_attempts AS own_limit,
-                  d.default_max_attempts, v.refusal
+                  d.default_max_attempts, d.replay_count, v.refusal
     ), refused AS (
-        INSERT INTO webhook_logs (delivery_id, event_id, config_id, event_type, attempt, outcome, error, worker)
-        SELECT l.id, l.event_id, l.config_id, e.event_type, l.attempts, 'failed', l.refusal, p_worker
+        INSERT INTO webhook_logs (delivery_id, event_id, config_id, event_type, attempt, outcome, error, worker, replay)
+        SELECT l.id, l.event_id, l.config_id, e.event_type, l.attempts, 'failed', l.refusal, p_worker, l.replay_count
           FROM leased l JOIN webhook_events e ON e.id = l.event_id
          WHERE l.refusal IS NOT NULL
         RETURNING 1
@@ -396,7 +400,7 @@ BEGIN
            to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
            e.data::text, c.id, c.url, c.secret,
            coalesce(l.own_limit, c.max_attempts, l.default_max_attempts), c.is_active,
-           CASE WHEN c.previous_secret_expires_at > now() THEN c.previous_secret END
+           CASE WHEN c.previous_secret_expires_at > now() THEN c.previous_secret END, l.replay_count
       FROM leased l
       JOIN webhook_events e ON e.id = l.event_id
       JOIN webhook_configs c ON c.id = l.config_id
@@ -444,7 +448,7 @@ CREATE FUNCTION herald_complete(
     p_delivery_id uuid[], p_lease_token uuid[], p_event_id uuid[], p_config_id uuid[], p_event_type text[],
     p_attempt integer[], p_outcome text[], p_delay_ms bigint[], p_response_status integer[],
     p_response_body text[], p_error text[], p_duration_ms integer[], p_payload text[], p_worker text,
-    p_overloaded boolean[] DEFAULT NULL)
+    p_overloaded boolean[] DEFAULT NULL, p_replay integer[] DEFAULT NULL)
 RETURNS TABLE (applied integer, busy uuid[])
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -465,9 +469,10 @@ BEGIN
         SELECT *
           FROM unnest(p_delivery_id, p_lease_token, p_event_id, p_config_id, p_event_type, p_attempt, p_outcome,
                       p_delay_ms, p_response_status, p_response_body, p_error, p_duration_ms, p_payload,
-                      coalesce(p_overloaded, array_fill(false, ARRAY[cardinality(p_delivery_id)])))
+                      coalesce(p_overloaded, array_fill(false, ARRAY[cardinality(p_delivery_id)])),
+                      coalesce(p_replay, array_fill(0, ARRAY[cardinality(p_delivery_id)])))
             AS r(delivery_id, lease_token, event_id, config_id, event_type, attempt, outcome, delay_ms,
-                 response_status, response_body, error, duration_ms, payload, overloaded)
+                 response_status, response_body, error, duration_ms, payload, overloaded, replay)
          WHERE r.delivery_id <> ALL (v_busy)
     ), written AS (
         UPDATE webhook_deliveries d
@@ -490,9 +495,9 @@ BEGIN
         RETURNING d.id
     ), logged AS (
         INSERT INTO webhook_logs AS l (delivery_id, event_id, config_id, event_type, attempt, outcome, payload,
-                                       response_status, response_body, error, duration_ms, worker, lease_token)
+                                       response_status, response_body, error, duration_ms, worker, lease_token, replay)
         SELECT r.delivery_id, r.event_id, r.config_id, r.event_type, r.attempt, r.outcome, r.payload,
-               r.response_status, r.response_body, r.error, r.duration_ms, p_worker, r.lease_token
+               r.response_status, r.response_body, r.error, r.duration_ms, p_worker, r.lease_token, r.replay
           FROM r
         ON CONFLICT (lease_token) WHERE lease_token IS NOT NULL DO UPDATE
            SET outcome = EXCLUDED.outcome, payload = EXCLUDED.payload, response_status = EXCLUDED.response_status,
@@ -588,12 +593,13 @@ LANGUAGE sql AS $$
           FROM lost, webhook_configs c
          WHERE d.id = lost.id
            AND c.id = d.config_id
-        RETURNING d.id, d.event_id, d.config_id, d.attempts, d.last_error, lost.leased_by, lost.lease_token
+        RETURNING d.id, d.event_id, d.config_id, d.attempts, d.last_error, lost.leased_by, lost.lease_token,
+                  d.replay_count
     ), logged AS (
         INSERT INTO webhook_logs (delivery_id, event_id, config_id, event_type, attempt, outcome, error, worker,
-                                  lease_token)
+                                  lease_token, replay)
         SELECT r.id, r.event_id, r.config_id, e.event_type, r.attempts, 'lost', r.last_error, r.leased_by,
-               r.lease_token
+               r.lease_token, r.replay_count
           FROM rescued r
           JOIN webhook_events e ON e.id = r.event_id
         ON CONFLICT (lease_token) WHERE lease_token IS NOT NULL DO NOTHING

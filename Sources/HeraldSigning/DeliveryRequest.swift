@@ -18,8 +18,10 @@ public struct DeliveryRequest: Sendable, Equatable {
     ///   - secret: the config's secret; nil sends the request unsigned.
     ///   - previousSecret: during a rotation, a second Standard Webhooks signature is made with it.
     ///   - unixTime: now, in seconds: the Standard Webhooks timestamp is this attempt's, not the event's.
+    ///   - replay: how many times an operator replayed the delivery; from the first replay on, sent as
+    ///     `X-Webhook-Replay` (attempt numbers start again at 1 after a replay).
     public init(deliveryID: String, eventType: String, occurredAt: String, dataJSON: String, attempt: Int,
-                secret: String?, previousSecret: String?, unixTime: Int) {
+                secret: String?, previousSecret: String?, unixTime: Int, replay: Int = 0) {
         body = Envelope(eventType: eventType, timestamp: occurredAt, dataJSON: dataJSON).encoded()
         headers = [
             "X-Webhook-Event: \(eventType)",
@@ -29,6 +31,7 @@ public struct DeliveryRequest: Sendable, Equatable {
             "webhook-id: \(deliveryID)",
             "webhook-timestamp: \(unixTime)",
         ]
+        if replay > 0 { headers.append("X-Webhook-Replay: \(replay)") }
         guard let secret else { return }
         headers.append("X-Webhook-Signature: \(Signer.signatureHex(secret: secret, body: body))")
         // Both signatures go out during a rotation, space-separated, as Standard Webhooks specifies; the

@@ -17,6 +17,8 @@ public struct ClaimedDelivery: Sendable {
     public var configActive: Bool
     /// The config's previous secret while a rotation is under way.
     public var previousSecret: String?
+    /// How many times the delivery was replayed (0: never), sent as `X-Webhook-Replay` and logged with the attempt.
+    public var replay: Int = 0
 }
 
 /// The outcome of one attempt, as `herald_complete` records it.
@@ -79,7 +81,7 @@ public final class DeliveryStore {
                 deliveryID: row[0]!, leaseToken: row[1]!, attempt: Int(row[2]!)!, eventID: row[3]!,
                 eventType: row[4]!, occurredAt: row[5]!, dataJSON: row[6]!, configID: row[7]!, url: row[8]!,
                 secret: row[9], maxAttempts: row[10].flatMap { Int($0) }, configActive: row[11] == "t",
-                previousSecret: row[12])
+                previousSecret: row[12], replay: row[13].flatMap { Int($0) } ?? 0)
         }
     }
 
@@ -97,7 +99,7 @@ public final class DeliveryStore {
             """
             SELECT applied, busy FROM herald_complete($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
                 $6::integer[], $7::text[], $8::bigint[], $9::integer[], $10::text[], $11::text[], $12::integer[],
-                $13::text[], $14, $15::boolean[])
+                $13::text[], $14, $15::boolean[], $16::integer[])
             """,
             [
                 PostgresArray.literal(records.map(\.delivery.deliveryID)),
@@ -115,6 +117,7 @@ public final class DeliveryStore {
                 PostgresArray.literal(records.map(\.payload)),
                 workerID,
                 PostgresArray.literal(records.map { $0.overloaded ? "t" : "f" }),
+                PostgresArray.literal(records.map(\.delivery.replay)),
             ])
         guard let row = result.rows.first else { return (0, []) }
         let busy = Set(PostgresArray.parseUUIDs(row[1] ?? "{}"))

@@ -239,7 +239,8 @@ public final class Worker: Sendable {
         let request = DeliveryRequest(
             deliveryID: delivery.deliveryID, eventType: delivery.eventType, occurredAt: delivery.occurredAt,
             dataJSON: delivery.dataJSON, attempt: delivery.attempt, secret: delivery.secret,
-            previousSecret: delivery.previousSecret, unixTime: Int(Date().timeIntervalSince1970))
+            previousSecret: delivery.previousSecret, unixTime: Int(Date().timeIntervalSince1970),
+            replay: delivery.replay)
         let body = request.body
         let maxAttempts = delivery.maxAttempts ?? configuration.retryPolicy.maxAttempts
         let policy = configuration.retryPolicy

@@ -155,6 +155,25 @@ import Testing
                                    [claimed[1][0]]) == "delivered 1")
     }
 
+    /// After a replay the attempt numbers start again at 1: the request says which replay it belongs to, and so
+    /// does each log row.
+    @Test func replayedDeliveriesAreMarkedInTheRequestAndTheLog() throws {
+        let fixture = try Fixture()
+        let receiver = try TestReceiver()
+        try fixture.addConfig(url: receiver.url)
+        try fixture.emit()
+        _ = try fixture.startWorker()
+        #expect(try fixture.waitUntilSettled())
+        let delivery = try fixture.scalar("SELECT id FROM webhook_deliveries")!
+        #expect(try fixture.scalar("SELECT herald_replay(ARRAY[$1]::uuid[])", [delivery]) == "1")
+        #expect(eventually { receiver.requests.count == 2 })
+        #expect(try fixture.waitUntilSettled())
+        #expect(receiver.requests[0].headers["x-webhook-replay"] == nil)
+        #expect(receiver.requests[1].headers["x-webhook-replay"] == "1")
+        #expect(receiver.requests[1].headers["x-webhook-attempt"] == "1")
+        #expect(try fixture.scalar("SELECT string_agg(replay || ':' || attempt, ',' ORDER BY id) FROM webhook_logs") == "0:1,1:1")
+    }
+
     /// A worker restarted under the same HERALD_WORKER_ID releases what its earlier run left behind at once,
     /// instead of waiting for the 10-minute lease.
     @Test func aWorkerRestartedWithAStableIdReleasesItsOldLeases() throws {
