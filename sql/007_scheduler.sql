@@ -15,6 +15,104 @@
 -- one direction only, so no deadlock.
 
 -- ---------------------------------------------------------------------------------------------------------
+-- Ordered delivery per key (opt-in, issue 13). A producer sets webhook_events.ordering_key (e.g. 'contact:42');
+-- a config with ordering = 'key' then gets that key's deliveries one at a time, in event order (event_seq,
+-- assigned at INSERT, in the statement's row order). Deliveries of other configs, and those without a key, carry
+-- no ordering state and cost nothing extra.
+--
+-- How: such a delivery is created "blocked" (ordering_blocked), outside the claim's due indexes. Per (config, key)
+-- at most one is unblocked: the head. The claim, holding the endpoint's lock (one claim at a time per endpoint),
+-- promotes the next blocked delivery by event_seq when the key has no head left — when the head was delivered or
+-- finally failed. It learns which keys to look at from signals that carry the key (written at fan-out and when
+-- a head finishes), so it never scans the waiting rows. A replayed delivery (replay_count > 0) is sent outside
+-- the order: it neither is a head nor waits for one.
+-- ---------------------------------------------------------------------------------------------------------
+ALTER TABLE webhook_events ADD COLUMN ordering_key text NULL;
+ALTER TABLE webhook_events ADD COLUMN event_seq bigint GENERATED ALWAYS AS IDENTITY;
+COMMENT ON COLUMN webhook_events.ordering_key IS
+    'Optional. Deliveries of events with the same key go one at a time, in event order, to configs with ordering = ''key''.';
+COMMENT ON COLUMN webhook_events.event_seq IS 'Event order: assigned at INSERT, in a statement''s row order.';
+
+ALTER TABLE webhook_configs ADD COLUMN ordering text NOT NULL DEFAULT 'none'
+    CONSTRAINT webhook_configs_ordering_check CHECK (ordering IN ('none', 'key'));
+COMMENT ON COLUMN webhook_configs.ordering IS
+    '''none'': deliveries go independently; ''key'': deliveries of events sharing an ordering_key go one at a time, in event order.';
+
+-- Set at fan-out for ordered configs only (NULL otherwise).
+ALTER TABLE webhook_deliveries ADD COLUMN ordering_key text NULL;
+ALTER TABLE webhook_deliveries ADD COLUMN event_seq bigint NULL;
+ALTER TABLE webhook_deliveries ADD COLUMN ordering_blocked boolean NOT NULL DEFAULT false;
+
+-- Per key, in event order: the claim's promotion (the first blocked one) and its "is there a head?" check.
+-- Holds only pending deliveries of ordered configs that carry a key.
+CREATE INDEX webhook_deliveries_ordering ON webhook_deliveries (config_id, ordering_key, event_seq)
+    WHERE status = 'pending' AND ordering_key IS NOT NULL;
+
+-- The claim indexes of sql/003, now without blocked deliveries: a key with 10,000 events waiting costs the claim
+-- one entry (its head), not 10,000.
+DROP INDEX webhook_deliveries_due_first;
+DROP INDEX webhook_deliveries_due_retry;
+CREATE INDEX webhook_deliveries_due_first ON webhook_deliveries (config_id, next_attempt_at)
+    WHERE status = 'pending' AND lease_token IS NULL AND attempts = 0 AND NOT ordering_blocked;
+CREATE INDEX webhook_deliveries_due_retry ON webhook_deliveries (config_id, next_attempt_at)
+    WHERE status = 'pending' AND lease_token IS NULL AND attempts > 0 AND NOT ordering_blocked;
+
+-- Fan-out (sql/003), now copying the key and the event order for ordered configs.
+CREATE OR REPLACE FUNCTION herald_fan_out() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('herald.fan_out', true) = 'off' THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO webhook_deliveries (event_id, config_id, next_attempt_at, ordering_key, event_seq, ordering_blocked)
+    SELECT e.id, c.id, now(),
+           CASE WHEN c.ordering = 'key' THEN e.ordering_key END,
+           CASE WHEN c.ordering = 'key' AND e.ordering_key IS NOT NULL THEN e.event_seq END,
+           c.ordering = 'key' AND e.ordering_key IS NOT NULL
+      FROM new_events e
+      JOIN webhook_configs c
+        ON c.is_active
+       AND c.organization_id IS NOT DISTINCT FROM e.organization_id   -- never across organizations
+       AND (e.event_type = ANY (c.events) OR '*' = ANY (c.events));
+    IF FOUND THEN
+        PERFORM pg_notify('herald_deliveries', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Turning ordering off releases what waits behind heads; turning it on applies to new events.
+CREATE FUNCTION herald_config_ordering_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.ordering = 'none' THEN
+        UPDATE webhook_deliveries SET ordering_blocked = false
+         WHERE config_id = NEW.id AND status = 'pending' AND ordering_key IS NOT NULL AND ordering_blocked;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER webhook_configs_ordering_changed
+    AFTER UPDATE OF ordering ON webhook_configs
+    FOR EACH ROW WHEN (OLD.ordering IS DISTINCT FROM NEW.ordering)
+    EXECUTE FUNCTION herald_config_ordering_changed();
+
+-- One row per (config, key) with a delivery waiting behind another: how many wait, the head they wait for (NULL
+-- for an instant, between a head finishing and the next claim promoting the next one), and how long the oldest
+-- has waited.
+CREATE VIEW webhook_ordering_blocked AS
+SELECT d.config_id, d.ordering_key, count(*) AS waiting,
+       (SELECT h.id FROM webhook_deliveries h
+         WHERE h.config_id = d.config_id AND h.ordering_key = d.ordering_key AND h.status = 'pending'
+           AND NOT h.ordering_blocked AND h.replay_count = 0
+         ORDER BY h.event_seq LIMIT 1) AS head_delivery_id,
+       min(d.created_at) AS oldest_waiting_since,
+       extract(epoch FROM now() - min(d.created_at))::numeric(12, 3) AS oldest_waiting_seconds
+  FROM webhook_deliveries d
+ WHERE d.status = 'pending' AND d.ordering_key IS NOT NULL AND d.ordering_blocked
+ GROUP BY d.config_id, d.ordering_key;
+
+-- ---------------------------------------------------------------------------------------------------------
 -- Endpoint signals: "endpoint X may have work from time T", plus what its last attempts said.
 --
 -- The claim used to visit every config (two index probes each) to find the few with due work: 1 s per claim
@@ -42,7 +140,10 @@ CREATE TABLE herald_endpoint_signals (
     delivered   integer NOT NULL DEFAULT 0,
     failed      integer NOT NULL DEFAULT 0,
     overloaded  integer NOT NULL DEFAULT 0,   -- timeouts, 429, 503: the receiver is struggling, not broken
-    gone        boolean NOT NULL DEFAULT false
+    gone        boolean NOT NULL DEFAULT false,
+    -- Set when the signal is about one ordering key of an ordered config: a delivery was queued behind it, or its
+    -- head finished. The claim then checks whether the key needs its next head promoted.
+    ordering_key text NULL
 );
 -- The claim's scan (oldest due first) and its delete of one endpoint's due signals.
 CREATE INDEX herald_endpoint_signals_due ON herald_endpoint_signals (due_at);
@@ -57,11 +158,20 @@ COMMENT ON TABLE herald_endpoint_signals IS
 CREATE FUNCTION herald_signal_pending() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO herald_endpoint_signals (config_id, due_at)
-    SELECT r.config_id, min(r.next_attempt_at)
+    -- Blocked deliveries of an ordered key signal that key (the claim decides whether it needs a head).
+    INSERT INTO herald_endpoint_signals (config_id, due_at, ordering_key)
+    SELECT r.config_id, min(r.next_attempt_at), k.ordering_key
       FROM changed_rows r
+     CROSS JOIN LATERAL (SELECT CASE WHEN r.ordering_blocked THEN r.ordering_key END AS ordering_key) k
      WHERE r.status = 'pending' AND r.lease_token IS NULL
-     GROUP BY r.config_id;
+     GROUP BY r.config_id, k.ordering_key;
+    -- A head that finished (delivered, or failed for good): its key may promote the next one.
+    IF TG_OP = 'UPDATE' THEN
+        INSERT INTO herald_endpoint_signals (config_id, due_at, ordering_key)
+        SELECT DISTINCT r.config_id, now(), r.ordering_key
+          FROM changed_rows r
+         WHERE r.status <> 'pending' AND r.ordering_key IS NOT NULL AND r.replay_count = 0;
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -224,11 +334,28 @@ BEGIN
      WHERE s.config_id = ANY (v_endpoints)
        AND NOT EXISTS (SELECT 1 FROM webhook_configs c WHERE c.id = s.config_id);
 
-    -- 2. Health: fold the due signals into each endpoint's state.
+    -- 2. Health: fold the due signals into each endpoint's state; promote the next head of ordering keys that
+    -- have none left (the head finished, or the key is new). Under the endpoint's lock, so two claims cannot both
+    -- promote one for the same key.
     WITH due AS (
-        SELECT s.id, s.config_id, s.delivered, s.failed, s.overloaded, s.gone
+        SELECT s.id, s.config_id, s.delivered, s.failed, s.overloaded, s.gone, s.ordering_key
           FROM herald_endpoint_signals s
          WHERE s.config_id = ANY (v_endpoints) AND s.due_at <= now()
+    ), promoted AS (
+        UPDATE webhook_deliveries d
+           SET ordering_blocked = false
+         WHERE d.id IN (
+               SELECT (SELECT y.id FROM webhook_deliveries y
+                        WHERE y.config_id = k.config_id AND y.ordering_key = k.ordering_key
+                          AND y.status = 'pending' AND y.ordering_blocked
+                        ORDER BY y.event_seq LIMIT 1)
+                 FROM (SELECT DISTINCT u.config_id, u.ordering_key FROM due u WHERE u.ordering_key IS NOT NULL) k
+                WHERE NOT EXISTS (
+                      SELECT 1 FROM webhook_deliveries z
+                       WHERE z.config_id = k.config_id AND z.ordering_key = k.ordering_key
+                         AND z.status = 'pending' AND NOT z.ordering_blocked AND z.replay_count = 0))
+           AND d.ordering_blocked
+        RETURNING 1
     ), counts AS (
         SELECT d.config_id, sum(d.delivered) AS delivered, sum(d.failed) AS failed, sum(d.overloaded) AS overloaded,
                bool_or(d.gone) AS gone
@@ -307,7 +434,7 @@ BEGIN
                SELECT x.id, x.next_attempt_at
                  FROM webhook_deliveries x
                 WHERE x.config_id = s.config_id AND x.status = 'pending' AND x.lease_token IS NULL
-                  AND x.attempts = 0 AND x.next_attempt_at <= now()
+                  AND x.attempts = 0 AND NOT x.ordering_blocked AND x.next_attempt_at <= now()
                 ORDER BY x.next_attempt_at LIMIT p_limit
                   FOR UPDATE SKIP LOCKED
          ) d
@@ -319,7 +446,7 @@ BEGIN
                SELECT x.id, x.next_attempt_at
                  FROM webhook_deliveries x
                 WHERE x.config_id = s.config_id AND x.status = 'pending' AND x.lease_token IS NULL
-                  AND x.attempts > 0 AND x.next_attempt_at <= now()
+                  AND x.attempts > 0 AND NOT x.ordering_blocked AND x.next_attempt_at <= now()
                 ORDER BY x.next_attempt_at LIMIT p_limit
                   FOR UPDATE SKIP LOCKED
          ) d
@@ -418,9 +545,11 @@ BEGIN
                            WHERE x.config_id = c.id AND x.status = 'pending' AND x.lease_token IS NULL)
                     ELSE least(
                         (SELECT min(x.next_attempt_at) FROM webhook_deliveries x
-                          WHERE x.config_id = c.id AND x.status = 'pending' AND x.lease_token IS NULL AND x.attempts = 0),
+                          WHERE x.config_id = c.id AND x.status = 'pending' AND x.lease_token IS NULL AND x.attempts = 0
+                            AND NOT x.ordering_blocked),
                         (SELECT min(x.next_attempt_at) FROM webhook_deliveries x
-                          WHERE x.config_id = c.id AND x.status = 'pending' AND x.lease_token IS NULL AND x.attempts > 0))
+                          WHERE x.config_id = c.id AND x.status = 'pending' AND x.lease_token IS NULL AND x.attempts > 0
+                            AND NOT x.ordering_blocked))
                END AS head
           FROM webhook_configs c
          WHERE c.id = ANY (v_endpoints)
@@ -624,18 +753,22 @@ ROWS 10  -- the planner's default guess (1,000) made joins on it hash all of web
 AS $$
     WITH RECURSIVE first_attempts(config_id) AS (
         (SELECT x.config_id FROM webhook_deliveries x
-          WHERE x.status = 'pending' AND x.lease_token IS NULL AND x.attempts = 0 ORDER BY x.config_id LIMIT 1)
+          WHERE x.status = 'pending' AND x.lease_token IS NULL AND x.attempts = 0 AND NOT x.ordering_blocked
+          ORDER BY x.config_id LIMIT 1)
         UNION ALL
         SELECT (SELECT x.config_id FROM webhook_deliveries x
-                 WHERE x.status = 'pending' AND x.lease_token IS NULL AND x.attempts = 0 AND x.config_id > e.config_id
+                 WHERE x.status = 'pending' AND x.lease_token IS NULL AND x.attempts = 0 AND NOT x.ordering_blocked
+                   AND x.config_id > e.config_id
                  ORDER BY x.config_id LIMIT 1)
           FROM first_attempts e WHERE e.config_id IS NOT NULL
     ), retries(config_id) AS (
         (SELECT x.config_id FROM webhook_deliveries x
-          WHERE x.status = 'pending' AND x.lease_token IS NULL AND x.attempts > 0 ORDER BY x.config_id LIMIT 1)
+          WHERE x.status = 'pending' AND x.lease_token IS NULL AND x.attempts > 0 AND NOT x.ordering_blocked
+          ORDER BY x.config_id LIMIT 1)
         UNION ALL
         SELECT (SELECT x.config_id FROM webhook_deliveries x
-                 WHERE x.status = 'pending' AND x.lease_token IS NULL AND x.attempts > 0 AND x.config_id > e.config_id
+                 WHERE x.status = 'pending' AND x.lease_token IS NULL AND x.attempts > 0 AND NOT x.ordering_blocked
+                   AND x.config_id > e.config_id
                  ORDER BY x.config_id LIMIT 1)
           FROM retries e WHERE e.config_id IS NOT NULL
     )
@@ -660,14 +793,22 @@ LANGUAGE sql AS $$
         SELECT e.config_id,
                least((SELECT min(x.next_attempt_at) FROM webhook_deliveries x
                        WHERE x.config_id = e.config_id AND x.status = 'pending' AND x.lease_token IS NULL
-                         AND x.attempts = 0),
+                         AND x.attempts = 0 AND NOT x.ordering_blocked),
                      (SELECT min(x.next_attempt_at) FROM webhook_deliveries x
                        WHERE x.config_id = e.config_id AND x.status = 'pending' AND x.lease_token IS NULL
-                         AND x.attempts > 0))
+                         AND x.attempts > 0 AND NOT x.ordering_blocked))
           FROM endpoints e
         RETURNING 1
+    ), keys AS (
+        -- Ordering keys with deliveries waiting (webhook_deliveries_ordering): the claim promotes a head where
+        -- none is left.
+        INSERT INTO herald_endpoint_signals (config_id, due_at, ordering_key)
+        SELECT DISTINCT x.config_id, now(), x.ordering_key
+          FROM webhook_deliveries x
+         WHERE x.status = 'pending' AND x.ordering_key IS NOT NULL AND x.ordering_blocked
+        RETURNING 1
     )
-    SELECT count(*)::integer FROM added;
+    SELECT (SELECT count(*)::integer FROM added) + (SELECT count(*)::integer FROM keys);
 $$;
 
 -- Deliveries that existed before this migration get their signals now.

@@ -157,6 +157,16 @@ public final class DeliveryStore {
         ).rows.map { row in (row[0]!, row[1] == "t", row[2].flatMap(Double.init)) }
     }
 
+    /// Ordered delivery: how many (config, key) pairs have deliveries waiting behind another, and the oldest
+    /// wait in seconds (`webhook_ordering_blocked`).
+    public func orderingBlocked() throws -> (keys: Int, oldestSeconds: Double) {
+        let row = try connection.execute(
+            prepared: "herald_ordering_blocked",
+            "SELECT count(*), coalesce(max(oldest_waiting_seconds), 0) FROM webhook_ordering_blocked", []
+        ).rows[0]
+        return (Int(row[0] ?? "0") ?? 0, Double(row[1] ?? "0") ?? 0)
+    }
+
     /// One retention batch (skipped when another worker is pruning); returns the rows deleted.
     @discardableResult
     public func prune(olderThan age: Duration, batch: Int) throws -> Int {

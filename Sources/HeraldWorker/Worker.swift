@@ -289,6 +289,9 @@ public final class Worker: Sendable {
                         let endpoints = try store.backlog()
                         metrics.dueBacklog.record(endpoints.reduce(0) { $0 + $1.due })
                         metrics.oldestDue.record(endpoints.map(\.oldestSeconds).max() ?? 0)
+                        let ordering = try store.orderingBlocked()
+                        metrics.orderingBlockedKeys.record(ordering.keys)
+                        metrics.orderingOldestBlocked.record(ordering.oldestSeconds)
                         let pressure = try store.endpointsUnderPressure()
                         metrics.circuits.replace(with: Dictionary(
                             uniqueKeysWithValues: pressure.filter(\.circuitOpen).map { ($0.config, 1.0) }))

@@ -12,6 +12,9 @@ struct WorkerMetrics: Sendable {
     let reconnects = Counter(label: "herald_reconnects_total")
     let dueBacklog = Gauge(label: "herald_due_backlog")
     let oldestDue = Gauge(label: "herald_oldest_due_seconds")
+    /// Ordered delivery: (config, key) pairs with a delivery waiting behind another, and the oldest wait.
+    let orderingBlockedKeys = Gauge(label: "herald_ordering_blocked_keys")
+    let orderingOldestBlocked = Gauge(label: "herald_ordering_oldest_blocked_seconds")
     /// `herald_circuit_open{config_id}`: open circuits only; `herald_circuits_open`: how many.
     let circuits = BoundedSeries(label: "herald_circuit_open", totalLabel: "herald_circuits_open")
     /// `herald_endpoint_concurrency_limit{config_id}`: the adaptive limit of endpoints below their ceiling only;

@@ -15,7 +15,7 @@ struct ConfigCommand: ParsableCommand {
         c.id, c.name, c.url, array_to_string(c.events, ',') AS events,
         CASE WHEN c.secret IS NULL THEN 'none' ELSE 'set' END AS secret,
         CASE WHEN c.is_active THEN 'active' ELSE 'disabled' END AS state,
-        coalesce(c.organization_id::text, '-') AS organization, c.max_attempts
+        coalesce(c.organization_id::text, '-') AS organization, c.max_attempts, c.ordering
         """
 
     static func validateURL(_ url: String) throws {
@@ -93,6 +93,8 @@ struct ConfigCommand: ParsableCommand {
         @Flag(help: "Create it disabled.") var inactive = false
         @Option(name: .customLong("max-attempts"), help: "Attempts before failing (1–100), instead of the worker's.")
         var maxAttempts: Int?
+        @Option(help: "key: events sharing an ordering_key are delivered one at a time, in order; none (default): independently.")
+        var ordering: Ordering = .none
 
         func validate() throws {
             if name.trimmingCharacters(in: .whitespaces).isEmpty { throw CommandFailure("--name must not be empty") }
@@ -114,10 +116,11 @@ struct ConfigCommand: ParsableCommand {
             let connection = try database.connect()
             let id = try perform {
                 try connection.query("""
-                    INSERT INTO webhook_configs (name, url, events, secret, organization_id, is_active, max_attempts)
-                    VALUES ($1, $2, $3::text[], $4, $5::uuid, $6, $7::integer) RETURNING id
+                    INSERT INTO webhook_configs (name, url, events, secret, organization_id, is_active, max_attempts, ordering)
+                    VALUES ($1, $2, $3::text[], $4, $5::uuid, $6, $7::integer, $8) RETURNING id
                     """, [name, url, PostgresArray.literal(try ConfigCommand.validateEvents(events)), chosenSecret,
-                          organization, inactive ? "false" : "true", maxAttempts.map(String.init)]).scalar!
+                          organization, inactive ? "false" : "true", maxAttempts.map(String.init),
+                          ordering.rawValue]).scalar!
             }
             print("created config \(id) (\(name))")
             if generateSecret, let chosenSecret { ConfigCommand.printSecretOnce(chosenSecret) }
@@ -186,6 +189,8 @@ struct ConfigCommand: ParsableCommand {
         @Flag(name: .customLong("no-secret"), help: "Send unsigned requests from now on.") var noSecret = false
         @Option(name: .customLong("org")) var organization: String?
         @Option(name: .customLong("max-attempts")) var maxAttempts: Int?
+        @Option(help: "key: events sharing an ordering_key go one at a time, in order; none: independently.")
+        var ordering: Ordering?
 
         func validate() throws {
             if let url { try ConfigCommand.validateURL(url) }
@@ -216,6 +221,7 @@ struct ConfigCommand: ParsableCommand {
             if noSecret { assignments.append("secret = NULL") }
             if let organization { set("organization_id", organization, cast: "::uuid") }
             if let maxAttempts { set("max_attempts", String(maxAttempts), cast: "::integer") }
+            if let ordering { set("ordering", ordering.rawValue) }
             guard !assignments.isEmpty else { throw CommandFailure("nothing to change: pass at least one option") }
             try perform {
                 try connection.query("UPDATE webhook_configs SET \(assignments.joined(separator: ", ")) WHERE id = $1", parameters)
@@ -307,4 +313,10 @@ private func setActive(_ database: DatabaseOptions, _ reference: String, _ activ
     let id = try resolveConfig(reference, on: connection)
     try connection.query("UPDATE webhook_configs SET is_active = $2 WHERE id = $1", [id, active ? "true" : "false"])
     print("\(active ? "enabled" : "disabled") config \(id)")
+}
+
+/// `webhook_configs.ordering`: whether deliveries of events sharing an `ordering_key` go one at a time, in order.
+enum Ordering: String, CaseIterable, ExpressibleByArgument {
+    case none
+    case key
 }

@@ -19,6 +19,10 @@ struct Emit: ParsableCommand {
     @Option(name: .customLong("org"), help: "Organization id (UUID); omit for events without one.")
     var organization: String?
 
+    @Option(name: .customLong("ordering-key"),
+            help: "Ordering key, e.g. contact:42: configs with ordering key get this key's events one at a time, in order.")
+    var orderingKey: String?
+
     func validate() throws {
         guard EventCatalog.contains(eventType) else {
             throw CommandFailure("unknown event type '\(eventType)': expected one of \(EventCatalog.all.map(\.name).joined(separator: ", "))")
@@ -46,8 +50,11 @@ struct Emit: ParsableCommand {
         let connection = try database.connect()
         let row = try connection.transaction { connection -> [String?] in
             let event = try connection.query(
-                "INSERT INTO webhook_events (event_type, organization_id, data) VALUES ($1, $2::uuid, $3::jsonb) RETURNING id",
-                [eventType, organization, text])
+                """
+                INSERT INTO webhook_events (event_type, organization_id, data, ordering_key)
+                VALUES ($1, $2::uuid, $3::jsonb, $4) RETURNING id
+                """,
+                [eventType, organization, text, orderingKey])
             let id = event.scalar!
             let fanned = try connection.query("SELECT count(*) FROM webhook_deliveries WHERE event_id = $1", [id])
             return [id, fanned.scalar]

@@ -211,7 +211,10 @@ struct Stats: ParsableCommand {
                     'deliveries', (SELECT row_to_json(s) FROM webhook_delivery_stats s),
                     'configs', coalesce((SELECT json_agg(c ORDER BY c.name) FROM webhook_config_stats c), '[]'::json),
                     'workers', coalesce((SELECT json_agg(w) FROM herald_workers w WHERE w.alive), '[]'::json),
-                    'endpoints_under_pressure', coalesce((SELECT json_agg(p) FROM (\(Stats.pressure)) p), '[]'::json))
+                    'endpoints_under_pressure', coalesce((SELECT json_agg(p) FROM (\(Stats.pressure)) p), '[]'::json),
+                    'ordering', (SELECT json_build_object('blocked_keys', count(*),
+                                                          'oldest_blocked_seconds', coalesce(max(oldest_waiting_seconds), 0))
+                                   FROM webhook_ordering_blocked))
                 """)
             printJSON(document.scalar)
             return
@@ -231,6 +234,10 @@ struct Stats: ParsableCommand {
             SELECT worker, to_char(last_seen_at, 'HH24:MI:SS') AS last_seen, in_flight, concurrency
               FROM herald_workers WHERE alive
             """), json: false, empty: "no worker seen in the last 30 seconds")
+        let ordering = try connection.query("""
+            SELECT count(*), coalesce(max(oldest_waiting_seconds), 0) FROM webhook_ordering_blocked
+            """).rows[0]
+        print("\("ordering_blocked".padding(toLength: 19, withPad: " ", startingAt: 0)) \(ordering[0] ?? "0") keys waiting behind their head, oldest for \(ordering[1] ?? "0") s")
         print()
         Output.table(try connection.query(Stats.pressure), json: false,
                      empty: "every endpoint at its full in-flight limit, no circuit open")
