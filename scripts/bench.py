@@ -41,6 +41,8 @@ from harness import (ROOT, LimitedReceiver, Nginx, Postgres, free_port, pg_bin, 
 
 BENCH = os.path.join(ROOT, ".bench")
 BIN = os.environ.get("HERALD_BENCH_BIN", os.path.join(ROOT, ".build/release"))
+DRAIN_TIMEOUT = [1800]  # seconds; --drain-timeout
+METRICS_OFF = [False]  # --metrics-off
 SCENARIOS = ["hot", "many-configs", "slow", "https", "limited", "chaos", "drain", "naive", "latency", "memory",
              "backlog"]
 
@@ -99,6 +101,8 @@ def insert_events(pg, count, payload):
 def start_workers(pg, count, concurrency=None, extra=None):
     """`count` workers at default settings; `concurrency` (HERALD_CONCURRENCY) only when a scenario is about it."""
     extra = dict(extra or {})
+    if METRICS_OFF[0]:
+        extra["HERALD_METRICS_ADDR"] = "off"
     if concurrency:
         extra["HERALD_CONCURRENCY"] = str(concurrency)
     env = worker_env(pg.url, extra)
@@ -160,7 +164,7 @@ def run_drain(pg, expected, workers, label, concurrency=None, extra=None, remain
         rss[0] = max([rss[0]] + [proc_status(p.pid, "VmRSS") for p in procs])
 
     # Generous: at defaults a drain may be slow, and that is what is measured.
-    if not wait_drained(pg, timeout=max(300, expected / 20), sample=sample, remaining=remaining):
+    if not wait_drained(pg, timeout=DRAIN_TIMEOUT[0], sample=sample, remaining=remaining):
         stop_workers(procs)
         raise SystemExit(f"{label}: not drained in time")
     elapsed = time.time() - started
@@ -459,6 +463,11 @@ def main():
                         help="worker processes in hot, many-configs, slow, https, limited (default 2)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--payload", type=int, default=300, help="approximate data bytes per event (default 300)")
+    parser.add_argument("--drain-timeout", type=int, default=1800,
+                        help="give up on a drain after this many seconds (default 1800)")
+    parser.add_argument("--metrics-off", action="store_true",
+                        help="run workers with HERALD_METRICS_ADDR=off (default: metrics on, as Herald's default, "
+                             "which also samples the backlog every 5 s)")
     group = parser.add_argument_group("hot")
     group.add_argument("--hot-events", type=int, default=20_000, help="default 20,000")
     group = parser.add_argument_group("many-configs")
@@ -508,6 +517,8 @@ def main():
         args.events, args.workers, args.naive_events = 500, "2", 200
         args.rates, args.latency_seconds = "200", 2
         args.backlog_deliveries, args.backlog_logs = 20_000, 50_000
+    DRAIN_TIMEOUT[0] = args.drain_timeout
+    METRICS_OFF[0] = args.metrics_off
     scenarios = args.scenario or SCENARIOS
     if args.skip_backlog and "backlog" in scenarios:
         scenarios = [s for s in scenarios if s != "backlog"]
@@ -516,6 +527,8 @@ def main():
     k = args.scenario_workers
 
     os.makedirs(BENCH, exist_ok=True)
+    if args.metrics_off:
+        log("note: --metrics-off: workers run with HERALD_METRICS_ADDR=off (no /metrics, no backlog sampling)")
     if args.concurrency:
         log(f"note: --concurrency sets HERALD_CONCURRENCY={args.concurrency} in drain and latency (asked for)")
     # Under /tmp, not the checkout: PostgreSQL runs as another user, who may not reach a private home folder.
@@ -612,7 +625,9 @@ def report(results, best):
     runs = results["runs"]
     print(f"\nHerald benchmark — {results['machine']['cpus']} CPUs, PostgreSQL + workers + receivers on one machine.")
     print("Workers at default settings (only HERALD_ALLOWED_NETWORKS=127.0.0.0/8 for the loopback receivers), "
-          "configs without max_in_flight, unless a row says otherwise.\n")
+          "configs without max_in_flight, unless a row says otherwise."
+          + (" Metrics OFF (--metrics-off)." if results["args"].get("metrics_off") else
+             " Metrics on, as by default (backlog sampled every 5 s).") + "\n")
     drains = [r for r in runs if "per_second" in r and "deliveries" in r and "worker_cpu_s_per_10k" in r
               or r["scenario"] == "naive baseline"]
     if drains:
