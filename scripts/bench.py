@@ -1,102 +1,54 @@
 #!/usr/bin/env python3
 """Herald's benchmark (run it through scripts/bench, which installs and builds what this needs).
 
-Scenarios, all against one PostgreSQL, workers and receiver sharing this machine:
-  drain     N events pre-inserted (signed, fan-out F, P-byte payloads), K worker processes drain them
-  naive     the same with the one-delivery-per-transaction baseline (herald-naive-baseline), for the ratio
-  latency   a producer (pgbench, one INSERT per transaction) at fixed rates; occurred_at -> nginx receipt
-  memory    peak RSS of one worker holding 1,000 requests in flight against a receiver that answers after 1 s
-  backlog   drain again with 1,000,000 not-yet-due deliveries and 5,000,000 webhook_logs rows present
+Every scenario runs the workers at Herald's DEFAULT settings: no HERALD_CONCURRENCY, no max_in_flight on a config,
+no lease, poll or breaker settings. The only variables a worker gets are HERALD_ALLOWED_NETWORKS=127.0.0.0/8
+(the receivers are on loopback, which Herald refuses by default: an SSRF guard, not a performance setting),
+HERALD_LOG_LEVEL and HERALD_METRICS_ADDR=127.0.0.1:0 (metrics on, as by default, on a free port each). A scenario
+that is about a setting says so when it runs, and why.
+
+Scenarios (--scenario NAME, repeatable; all of them by default), each against one PostgreSQL (durable settings),
+workers and receivers sharing this machine:
+  hot           one endpoint created with `herald config create`, N events, 2 workers; then the same with the
+                config's max_in_flight lifted to 5000, for the ratio
+  many-configs  100,000 configs of which 1,000 receive events (Zipf over the 1,000), vs only the 1,000 present
+  slow          nginx (echo module) answering after 50 ms and after 200 ms, over 100 endpoints; rate and peak RSS
+  https         100 endpoints on an nginx TLS receiver (self-signed certificate, HERALD_CA_FILE), vs plain HTTP
+  limited       a receiver that serves only N requests at once (N = 10, 30), 100 ms each, holding the rest
+  chaos         scripts/chaos.py --at-defaults, with and without kills and a PostgreSQL restart
+  drain         N events pre-inserted (signed, fan-out F, P-byte payloads), K worker processes (1, 2, 4) drain them
+  naive         the one-delivery-per-transaction baseline (herald-naive-baseline), for the ratio
+  latency       a producer (pgbench, one INSERT per transaction) at fixed rates; occurred_at -> nginx receipt
+  memory        peak RSS of one worker holding 1,000 requests in flight (sets HERALD_CONCURRENCY: its subject)
+  backlog       drain again with 1,000,000 not-yet-due deliveries and 5,000,000 webhook_logs rows present
 Standard library only; it talks to PostgreSQL through psql and pgbench.
 """
 import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-from harness import ROOT, Postgres, free_port, pg_bin, proc_cpu, proc_status, serve_http
+from harness import (ROOT, LimitedReceiver, Nginx, Postgres, free_port, pg_bin, proc_cpu, proc_status, serve_http,
+                     worker_env)
 
 BENCH = os.path.join(ROOT, ".bench")
 BIN = os.environ.get("HERALD_BENCH_BIN", os.path.join(ROOT, ".build/release"))
+DRAIN_TIMEOUT = [1800]  # seconds; --drain-timeout
+METRICS_OFF = [False]  # --metrics-off
+SCENARIOS = ["hot", "many-configs", "slow", "https", "limited", "chaos", "drain", "naive", "latency", "memory",
+             "backlog"]
 
 
 def log(message):
     print(message, file=sys.stderr, flush=True)
-
-
-class Nginx:
-    """nginx answering 200 to any POST, logging the receipt time (ms) and X-Webhook-Id of every request."""
-
-    def __init__(self, directory):
-        os.makedirs(directory, exist_ok=True)
-        os.chmod(directory, 0o777)
-        self.port = free_port()
-        self.log_path = os.path.join(directory, "access.log")
-        open(self.log_path, "w").close()
-        config = os.path.join(directory, "nginx.conf")
-        user = "user nobody nogroup;" if os.geteuid() == 0 else ""
-        with open(config, "w") as f:
-            f.write(f"""{user}
-worker_processes 1;
-daemon off;
-error_log {directory}/error.log warn;
-pid {directory}/nginx.pid;
-events {{ worker_connections 4096; }}
-http {{
-    log_format herald '$msec $http_x_webhook_id';
-    access_log {self.log_path} herald buffer=256k flush=1s;
-    client_body_temp_path {directory}/body;
-    client_body_buffer_size 1m;
-    keepalive_requests 1000000;
-    keepalive_timeout 120s;
-    server {{
-        listen 127.0.0.1:{self.port} backlog=4096;
-        location / {{ return 200 "ok"; }}
-    }}
-}}
-""")
-        self.process = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", config, "-p", directory],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise SystemExit("nginx did not start; see " + directory + "/error.log")
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}/webhooks"
-
-    def receipts(self, since_offset):
-        """{delivery id: receipt time (s)} for lines written after since_offset (waits for nginx's flush)."""
-        time.sleep(1.2)
-        result = {}
-        with open(self.log_path) as f:
-            f.seek(since_offset)
-            for line in f:
-                parts = line.split()
-                if len(parts) == 2:
-                    result[parts[1]] = float(parts[0])
-        return result
-
-    def offset(self):
-        time.sleep(1.2)
-        return os.path.getsize(self.log_path)
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=10)
 
 
 class SlowReceiver(threading.Thread):
@@ -119,12 +71,22 @@ class SlowReceiver(threading.Thread):
         return f"http://127.0.0.1:{self.port}/slow"
 
 
-def reset(pg, url, fanout):
+def truncate(pg):
     pg.sql("TRUNCATE webhook_events, webhook_deliveries, webhook_logs, webhook_configs, herald_worker_heartbeats")
+
+
+def reset(pg, url, fanout):
+    """Empty tables and `fanout` configs as a user creates them: signed, every event type, no max_in_flight."""
+    truncate(pg)
     for i in range(fanout):
-        # max_in_flight: the benchmark measures one endpoint taking everything the workers can send.
-        pg.sql(f"INSERT INTO webhook_configs (name, url, events, secret, max_in_flight) "
-               f"VALUES ('bench-{i}', '{url}', '{{*}}', 'bench-secret-{i}', 5000)")
+        pg.sql(f"INSERT INTO webhook_configs (name, url, events, secret) "
+               f"VALUES ('bench-{i}', '{url}', '{{*}}', 'bench-secret-{i}')")
+
+
+def endpoints(pg, urls):
+    """One config per URL, organization NULL, every event type, signed, no max_in_flight: each event goes to all."""
+    values = ",".join(f"('endpoint-{i}', '{u}', '{{*}}', 'bench-secret-{i}')" for i, u in enumerate(urls))
+    pg.script(f"INSERT INTO webhook_configs (name, url, events, secret) VALUES {values};")
 
 
 def insert_events(pg, count, payload):
@@ -136,10 +98,14 @@ def insert_events(pg, count, payload):
     pg.sql("VACUUM ANALYZE webhook_deliveries")
 
 
-def start_workers(pg, count, concurrency, extra=None):
-    env = dict(os.environ, DATABASE_URL=pg.url, HERALD_ALLOWED_NETWORKS="127.0.0.0/8",
-               HERALD_CONCURRENCY=str(concurrency), HERALD_LOG_LEVEL="warning", HERALD_METRICS_ADDR="off")
-    env.update(extra or {})
+def start_workers(pg, count, concurrency=None, extra=None):
+    """`count` workers at default settings; `concurrency` (HERALD_CONCURRENCY) only when a scenario is about it."""
+    extra = dict(extra or {})
+    if METRICS_OFF[0]:
+        extra["HERALD_METRICS_ADDR"] = "off"
+    if concurrency:
+        extra["HERALD_CONCURRENCY"] = str(concurrency)
+    env = worker_env(pg.url, extra)
     return [subprocess.Popen([os.path.join(BIN, "herald"), "work", "--worker-id", f"bench-{i}"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(count)]
 
@@ -154,14 +120,14 @@ def stop_workers(workers):
             w.kill()
 
 
-def wait_drained(pg, timeout, sample=None):
+def wait_drained(pg, timeout, sample=None, remaining=None):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if sample:
             sample()
         # Index-backed on purpose: a count over the whole table would compete with what is being measured
         # (it cost 200 ms a poll once a million rows of backlog were present).
-        if pg.scalar(REMAINING) == 0:
+        if pg.scalar(remaining or REMAINING) == 0:
             return True
         time.sleep(0.05)
     return False
@@ -175,37 +141,220 @@ REMAINING = """
                      WHERE d.status = 'pending' AND d.lease_token IS NULL AND d.attempts > 0
                        AND d.next_attempt_at < now() + interval '1 hour'))::int
 """
+# The same without the per-config probes: for many configs and no large retry backlog (many-configs), where one
+# probe per config would make the benchmark's own poll the heaviest query.
+REMAINING_FEW_RETRIES = REMAINING.replace(
+    "webhook_configs c JOIN webhook_deliveries d ON d.config_id = c.id", "webhook_deliveries d")
 
 
 def drain(pg, receiver_url, events, fanout, payload, workers, concurrency, label="drain"):
     reset(pg, receiver_url, fanout)
     insert_events(pg, events, payload)
-    return run_drain(pg, events * fanout, workers, concurrency, label)
+    return run_drain(pg, events * fanout, workers, label, concurrency=concurrency)
 
 
-def run_drain(pg, expected, workers, concurrency, label):
+def run_drain(pg, expected, workers, label, concurrency=None, extra=None, remaining=None):
+    """Starts `workers` workers, times them until nothing is left to do, checks every delivery was delivered."""
     pg_before = pg.cpu_seconds()
     started = time.time()
-    procs = start_workers(pg, workers, concurrency)
-    if not wait_drained(pg, timeout=max(120, expected / 200)):
+    procs = start_workers(pg, workers, concurrency, extra)
+    rss = [0]
+
+    def sample():
+        rss[0] = max([rss[0]] + [proc_status(p.pid, "VmRSS") for p in procs])
+
+    # Generous: at defaults a drain may be slow, and that is what is measured.
+    if not wait_drained(pg, timeout=DRAIN_TIMEOUT[0], sample=sample, remaining=remaining):
         stop_workers(procs)
         raise SystemExit(f"{label}: not drained in time")
     elapsed = time.time() - started
     worker_cpu = sum(proc_cpu(p.pid) for p in procs)
-    worker_rss = max(proc_status(p.pid, "VmHWM") for p in procs)
+    worker_rss = max([rss[0]] + [proc_status(p.pid, "VmHWM") for p in procs])
     pg_cpu = pg.cpu_seconds() - pg_before
     stop_workers(procs)
-    delivered = pg.scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered' AND next_attempt_at < now() + interval '1 hour'")
+    delivered = pg.scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered' "
+                          "AND next_attempt_at < now() + interval '1 hour'")
     if delivered != expected:
         raise SystemExit(f"{label}: {delivered} of {expected} delivered")
     return {
-        "scenario": label, "workers": workers, "concurrency": concurrency, "deliveries": expected,
+        "scenario": label, "workers": workers, "concurrency": concurrency or "default", "deliveries": expected,
         "seconds": round(elapsed, 2), "per_second": round(expected / elapsed),
         "worker_cpu_s_per_10k": round(worker_cpu / expected * 10000, 2),
         "postgres_cpu_share": round(pg_cpu / (elapsed * os.cpu_count()), 2),
         "peak_rss_mib": round(worker_rss / 2**20, 1),
     }
 
+
+# --- hot: one endpoint as a user creates it --------------------------------------------------------------------
+
+def hot(pg, receiver_url, events, payload, workers):
+    truncate(pg)
+    # Created the way the README tells a user to: `herald config create`, which sets no max_in_flight.
+    subprocess.run([os.path.join(BIN, "herald"), "config", "create", "--database-url", pg.url, "--name", "hot",
+                    "--url", receiver_url, "--events", "*", "--secret", "bench-secret-hot"],
+                   check=True, capture_output=True)
+    insert_events(pg, events, payload)
+    log(f"  defaults: {events:,} events, {workers} workers")
+    at_defaults = run_drain(pg, events, workers, "hot, defaults")
+    log(f"    {at_defaults['per_second']:,}/s")
+    pg.sql("TRUNCATE webhook_events, webhook_deliveries, webhook_logs, herald_worker_heartbeats")
+    pg.sql("UPDATE webhook_configs SET max_in_flight = 5000")
+    log("  max_in_flight lifted: this run sets the config's max_in_flight = 5000 (the setting this comparison is "
+        "about: how much the per-endpoint cap costs a fast endpoint)")
+    insert_events(pg, events, payload)
+    lifted = run_drain(pg, events, workers, "hot, max_in_flight 5000")
+    log(f"    {lifted['per_second']:,}/s")
+    return [at_defaults, lifted]
+
+
+# --- many-configs: 100,000 configs, 1,000 active, Zipf ---------------------------------------------------------
+
+def zipf_ranks(count, active, seed, exponent=1.0):
+    rng = random.Random(seed)
+    weights = [1 / (k ** exponent) for k in range(1, active + 1)]
+    return rng.choices(range(1, active + 1), weights=weights, k=count)
+
+
+def many_configs(pg, receiver_url, total, active, events, payload, workers, seed):
+    """Each active config is the one config of its own organization, so an event (organization_id of a config
+    picked Zipf-wise) goes to exactly one endpoint. The idle configs belong to other organizations and receive
+    nothing. They are inserted after the events: fan-out cost is not what this measures, the claim's is."""
+    ranks = zipf_ranks(events, active, seed)
+    top = max(ranks.count(1), 1)
+    pad = max(0, payload - 60)
+    runs = []
+    for present in (active, total):
+        truncate(pg)
+        pg.sql(f"INSERT INTO webhook_configs (organization_id, name, url, events, secret) "
+               f"SELECT md5('org-' || k)::uuid, 'active-' || k, '{receiver_url}', '{{*}}', 'bench-secret-' || k "
+               f"FROM generate_series(1, {active}) AS k")
+        pg.script(f"INSERT INTO webhook_events (event_type, organization_id, data) "
+                  f"SELECT 'message.sent', md5('org-' || k)::uuid, "
+                  f"jsonb_build_object('id', gen_random_uuid(), 'n', n, 'text', repeat('x', {pad})) "
+                  f"FROM unnest('{{{','.join(map(str, ranks))}}}'::int[]) WITH ORDINALITY AS t(k, n);")
+        if present > active:
+            started = time.time()
+            pg.sql(f"INSERT INTO webhook_configs (organization_id, name, url, events, secret) "
+                   f"SELECT md5('idle-org-' || k)::uuid, 'idle-' || k, '{receiver_url}/idle/' || k, '{{*}}', "
+                   f"'bench-secret-idle-' || k FROM generate_series(1, {present - active}) AS k")
+            log(f"  {present - active:,} idle configs inserted in {time.time() - started:.1f} s")
+        pg.sql("VACUUM ANALYZE")
+        log(f"  {present:,} configs present, {active:,} receiving {events:,} events (Zipf; the busiest gets "
+            f"{top:,}), {workers} workers")
+        run = run_drain(pg, events, workers, f"many-configs, {present:,} configs", remaining=REMAINING_FEW_RETRIES)
+        run["configs"] = present
+        log(f"    {run['per_second']:,}/s")
+        runs.append(run)
+    return runs
+
+
+# --- slow receivers --------------------------------------------------------------------------------------------
+
+def slow(pg, nginx, delays_ms, endpoint_count, deliveries, payload, workers):
+    runs = []
+    events = max(1, deliveries // endpoint_count)
+    for delay in delays_ms:
+        truncate(pg)
+        endpoints(pg, [nginx.url_for(f"/d{delay}/e{i}") for i in range(endpoint_count)])
+        insert_events(pg, events, payload)
+        log(f"  answering after {delay} ms: {events * endpoint_count:,} deliveries over {endpoint_count} endpoints, "
+            f"{workers} workers")
+        run = run_drain(pg, events * endpoint_count, workers, f"slow receivers, {delay} ms")
+        run.update(delay_ms=delay, endpoints=endpoint_count)
+        log(f"    {run['per_second']:,}/s, peak RSS {run['peak_rss_mib']} MiB")
+        runs.append(run)
+    return runs
+
+
+# --- https -----------------------------------------------------------------------------------------------------
+
+def https(pg, tls_nginx, plain_nginx, endpoint_count, deliveries, payload, workers):
+    runs = []
+    events = max(1, deliveries // endpoint_count)
+    for label, receiver, extra in (("https", tls_nginx, {"HERALD_CA_FILE": tls_nginx.ca_file}),
+                                   ("http", plain_nginx, None)):
+        truncate(pg)
+        endpoints(pg, [receiver.url_for(f"/e{i}") for i in range(endpoint_count)])
+        insert_events(pg, events, payload)
+        log(f"  {label}: {events * endpoint_count:,} deliveries over {endpoint_count} endpoints, {workers} workers"
+            + (" (HERALD_CA_FILE: the receiver's self-signed certificate)" if extra else ""))
+        run = run_drain(pg, events * endpoint_count, workers, f"{label}, {endpoint_count} endpoints", extra=extra)
+        run.update(protocol=label, endpoints=endpoint_count)
+        log(f"    {run['per_second']:,}/s")
+        runs.append(run)
+    return runs
+
+
+# --- limited receiver ------------------------------------------------------------------------------------------
+
+def limited(pg, limits, seconds, warmup, payload, workers, work_s=0.1):
+    runs = []
+    for limit in limits:
+        receiver = LimitedReceiver(limit, work_s)
+        receiver.start()
+        receiver.ready.wait()
+        capacity = limit / work_s
+        events = int(capacity * seconds * 1.5) + 200  # always a backlog
+        reset(pg, receiver.url, 1)
+        insert_events(pg, events, payload)
+        log(f"  serves {limit} at once, {work_s * 1000:.0f} ms each (capacity {capacity:,.0f}/s): {seconds} s with "
+            f"{events:,} events waiting, {workers} workers")
+        procs = start_workers(pg, workers)
+        started = time.time()
+        time.sleep(seconds)
+        ended = time.time()
+        stop_workers(procs)
+        window = f"created_at >= to_timestamp({started + warmup}) AND created_at < to_timestamp({ended})"
+        delivered_all, delivered, attempts, no_answer = [int(x) for x in pg.sql(
+            f"SELECT count(*) FILTER (WHERE outcome = 'delivered' AND created_at < to_timestamp({ended})), "
+            f"count(*) FILTER (WHERE outcome = 'delivered' AND {window}), "
+            f"count(*) FILTER (WHERE outcome <> 'lost' AND {window}), "
+            f"count(*) FILTER (WHERE outcome IN ('retry', 'failed') AND response_status IS NULL AND {window}) "
+            f"FROM webhook_logs").split("|")]
+        error = pg.sql(f"SELECT coalesce(min(error), '') FROM webhook_logs WHERE response_status IS NULL AND {window}")
+        answered = sum(1 for t in receiver.answered if started + warmup <= t < ended)
+        rate = delivered / (ended - started - warmup)
+        run = {"scenario": f"limited receiver, N={limit}", "limit": limit, "capacity_per_second": capacity,
+               "seconds": seconds, "warmup_seconds": warmup, "workers": workers,
+               "per_second_overall": round(delivered_all / (ended - started)), "per_second": round(rate),
+               "share_of_capacity": round(rate / capacity, 2),
+               "receiver_answers_per_second": round(answered / (ended - started - warmup)),
+               "attempts_after_warmup": attempts, "timed_out_after_warmup": no_answer,
+               "timed_out_share": round(no_answer / attempts, 3) if attempts else 0.0,
+               "queued_at_receiver_peak": receiver.waiting_peak, "sample_error": error[:120]}
+        log(f"    {rate:,.0f}/s after {warmup} s ({rate / capacity:.0%} of capacity), "
+            f"{run['timed_out_share']:.1%} of attempts without an answer, up to {receiver.waiting_peak} queued")
+        runs.append(run)
+    return runs
+
+
+# --- chaos -----------------------------------------------------------------------------------------------------
+
+def chaos(events, timeout, kill_every):
+    runs = []
+    for faults in (True, False):
+        out = os.path.join(BENCH, f"chaos-{'faults' if faults else 'clean'}.json")
+        if os.path.exists(out):
+            os.remove(out)
+        command = [sys.executable, os.path.join(ROOT, "scripts/chaos.py"), "--at-defaults", "--events", str(events),
+                   "--timeout", str(timeout), "--kill-every", str(kill_every), "--json", out]
+        if not faults:
+            command.append("--no-faults")
+        log(f"  {'with SIGKILLs and a PostgreSQL restart' if faults else 'without faults'}: {events:,} events x 2")
+        env = dict(os.environ, HERALD_BIN=os.path.join(BIN, "herald"))
+        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        if not os.path.exists(out):
+            raise SystemExit("chaos.py failed:\n" + result.stdout + result.stderr)
+        with open(out) as f:
+            run = json.load(f)
+        run["scenario"] = "chaos, " + ("faults" if faults else "no faults")
+        log(f"    {run['seconds']} s, lost {run['lost']}, {run['kills']} kills, "
+            f"{'PASS' if run['ok'] else 'FAIL'}")
+        runs.append(run)
+    return runs
+
+
+# --- the earlier scenarios, now at defaults --------------------------------------------------------------------
 
 def naive(pg, receiver_url, events, payload, workers):
     reset(pg, receiver_url, 1)
@@ -262,6 +411,9 @@ def memory(pg, in_flight, events):
     receiver.start()
     receiver.ready.wait()
     reset(pg, receiver.url, 1)
+    log(f"  this scenario sets HERALD_CONCURRENCY={in_flight} and the config's max_in_flight = {in_flight}: it is "
+        f"about those settings (memory with {in_flight:,} requests in flight in one worker)")
+    pg.sql(f"UPDATE webhook_configs SET max_in_flight = {in_flight}")
     insert_events(pg, events, 300)
     procs = start_workers(pg, 1, in_flight)
     peak = [0]
@@ -296,40 +448,101 @@ def add_backlog(pg, deliveries, logs):
     pg.sql("VACUUM ANALYZE")
 
 
+def int_list(text):
+    return [int(x) for x in text.split(",") if x]
+
+
 def main():
-    parser = argparse.ArgumentParser(description="Herald's benchmark; see docs/PERFORMANCE.md.")
-    parser.add_argument("--quick", action="store_true", help="small sizes: a run under a minute (used by CI)")
-    parser.add_argument("--events", type=int, default=100_000, help="events per drain run (default 100,000)")
-    parser.add_argument("--workers", default="1,2,4", help="worker process counts to drain with (default 1,2,4)")
-    parser.add_argument("--concurrency", type=int, default=128, help="in-flight requests per worker (default 128)")
+    parser = argparse.ArgumentParser(
+        description="Herald's benchmark, at default worker and config settings; see docs/PERFORMANCE.md.",
+        epilog="Scenarios: " + ", ".join(SCENARIOS))
+    parser.add_argument("--quick", action="store_true", help="small sizes: a run of about a minute (used by CI)")
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS, metavar="NAME",
+                        help="run only this scenario (repeatable; default: all): " + ", ".join(SCENARIOS))
+    parser.add_argument("--scenario-workers", type=int, default=2,
+                        help="worker processes in hot, many-configs, slow, https, limited (default 2)")
+    parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--payload", type=int, default=300, help="approximate data bytes per event (default 300)")
-    parser.add_argument("--fanout", type=int, default=1, help="configs each event goes to (default 1)")
-    parser.add_argument("--rates", default="200,1000,5000", help="offered events/s for latency (default 200,1000,5000)")
-    parser.add_argument("--latency-seconds", type=int, default=10, help="producer run time per rate (default 10)")
-    parser.add_argument("--naive-events", type=int, default=5_000, help="events for the naive baseline (default 5,000)")
-    parser.add_argument("--backlog-deliveries", type=int, default=1_000_000)
-    parser.add_argument("--backlog-logs", type=int, default=5_000_000)
-    parser.add_argument("--skip-backlog", action="store_true", help="leave out the backlog scenario")
+    parser.add_argument("--drain-timeout", type=int, default=1800,
+                        help="give up on a drain after this many seconds (default 1800)")
+    parser.add_argument("--metrics-off", action="store_true",
+                        help="run workers with HERALD_METRICS_ADDR=off (default: metrics on, as Herald's default, "
+                             "which also samples the backlog every 5 s)")
+    group = parser.add_argument_group("hot")
+    group.add_argument("--hot-events", type=int, default=20_000, help="default 20,000")
+    group = parser.add_argument_group("many-configs")
+    group.add_argument("--configs", type=int, default=100_000, help="configs present (default 100,000)")
+    group.add_argument("--active-configs", type=int, default=1_000, help="of which receive events (default 1,000)")
+    group.add_argument("--many-events", type=int, default=20_000, help="events, one delivery each (default 20,000)")
+    group = parser.add_argument_group("slow")
+    group.add_argument("--slow-delays", default="50,200", help="receiver delays in ms (default 50,200)")
+    group.add_argument("--slow-endpoints", type=int, default=100, help="default 100")
+    group.add_argument("--slow-deliveries", type=int, default=40_000, help="per delay (default 40,000)")
+    group = parser.add_argument_group("https")
+    group.add_argument("--https-endpoints", type=int, default=100, help="default 100")
+    group.add_argument("--https-deliveries", type=int, default=20_000, help="default 20,000")
+    group = parser.add_argument_group("limited")
+    group.add_argument("--limits", default="10,30", help="requests the receiver serves at once (default 10,30)")
+    group.add_argument("--limited-seconds", type=int, default=90, help="run time per limit (default 90)")
+    group.add_argument("--limited-warmup", type=int, default=30,
+                       help="seconds left out of the rate and timeout share (default 30)")
+    group = parser.add_argument_group("chaos")
+    group.add_argument("--chaos-events", type=int, default=20_000, help="events x 2 configs (default 20,000)")
+    group.add_argument("--chaos-kill-every", type=float, default=1.0,
+                       help="mean seconds between SIGKILLs (default 1, chaos.py's own)")
+    group.add_argument("--chaos-timeout", type=int, default=1800, help="give up after (default 1800 s)")
+    group = parser.add_argument_group("drain, naive, latency, memory, backlog")
+    group.add_argument("--events", type=int, default=100_000, help="events per drain run (default 100,000)")
+    group.add_argument("--workers", default="1,2,4", help="worker process counts to drain with (default 1,2,4)")
+    group.add_argument("--concurrency", type=int, default=None,
+                       help="set HERALD_CONCURRENCY in drain and latency (default: not set, Herald's default)")
+    group.add_argument("--fanout", type=int, default=1, help="configs each event goes to (default 1)")
+    group.add_argument("--rates", default="200,1000,5000", help="offered events/s for latency (default 200,1000,5000)")
+    group.add_argument("--latency-seconds", type=int, default=10, help="producer run time per rate (default 10)")
+    group.add_argument("--naive-events", type=int, default=5_000, help="events for the naive baseline (default 5,000)")
+    group.add_argument("--backlog-deliveries", type=int, default=1_000_000)
+    group.add_argument("--backlog-logs", type=int, default=5_000_000)
+    group.add_argument("--skip-backlog", action="store_true", help="leave out the backlog scenario")
     parser.add_argument("--profile", action="store_true",
                         help="print the top statements by total time (pg_stat_statements) after the drain runs")
     parser.add_argument("--output", default=os.path.join(BENCH, "results.json"))
     args = parser.parse_args()
     if args.quick:
-        args.events, args.workers, args.naive_events = 3_000, "1,2", 500
-        args.rates, args.latency_seconds = "200", 3
+        # Small enough for scripts/test; every scenario still runs and prints its rows. Nothing is timed.
+        args.hot_events = 500
+        args.configs, args.active_configs, args.many_events = 10_000, 100, 300
+        args.slow_deliveries, args.https_deliveries = 1_000, 1_000
+        args.limited_seconds, args.limited_warmup = 4, 1
+        args.chaos_events = 100
+        args.events, args.workers, args.naive_events = 500, "2", 200
+        args.rates, args.latency_seconds = "200", 2
         args.backlog_deliveries, args.backlog_logs = 20_000, 50_000
-    workers = [int(k) for k in args.workers.split(",")]
+    DRAIN_TIMEOUT[0] = args.drain_timeout
+    METRICS_OFF[0] = args.metrics_off
+    scenarios = args.scenario or SCENARIOS
+    if args.skip_backlog and "backlog" in scenarios:
+        scenarios = [s for s in scenarios if s != "backlog"]
+    workers = int_list(args.workers)
+    best = max(workers)
+    k = args.scenario_workers
 
     os.makedirs(BENCH, exist_ok=True)
+    if args.metrics_off:
+        log("note: --metrics-off: workers run with HERALD_METRICS_ADDR=off (no /metrics, no backlog sampling)")
+    if args.concurrency:
+        log(f"note: --concurrency sets HERALD_CONCURRENCY={args.concurrency} in drain and latency (asked for)")
     # Under /tmp, not the checkout: PostgreSQL runs as another user, who may not reach a private home folder.
     pg_dir = tempfile.mkdtemp(prefix="herald-bench-pg-")
     log("starting PostgreSQL and nginx")
     pg = Postgres(pg_dir)
-    nginx = None
-    results = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}, "args": vars(args), "runs": []}
+    receivers = []
+    results = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}, "args": vars(args),
+               "scenarios": scenarios, "runs": []}
+    runs = results["runs"]
     try:
         pg.migrate(os.path.join(BIN, "herald"))
         nginx = Nginx(os.path.join(BENCH, "nginx"))
+        receivers.append(nginx)
         pg.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         pg.sql("SELECT pg_stat_statements_reset()")
         if os.environ.get("HERALD_BENCH_AUTO_EXPLAIN"):
@@ -337,33 +550,62 @@ def main():
                             "auto_explain.log_nested_statements = on", "auto_explain.log_analyze = on",
                             "auto_explain.log_buffers = on"]:
                 pg.sql(f"ALTER DATABASE herald SET {setting}")
-        for k in workers:
-            log(f"drain: {args.events:,} events x {args.fanout}, {k} worker(s)")
-            results["runs"].append(drain(pg, nginx.url, args.events, args.fanout, args.payload, k, args.concurrency))
-        best = max(workers)
+        if "hot" in scenarios:
+            log(f"hot: one endpoint created with `herald config create`, {args.hot_events:,} events")
+            runs.extend(hot(pg, nginx.url, args.hot_events, args.payload, k))
+        if "many-configs" in scenarios:
+            log(f"many-configs: {args.configs:,} configs, {args.active_configs:,} of them receiving events")
+            runs.extend(many_configs(pg, nginx.url, args.configs, args.active_configs, args.many_events,
+                                     args.payload, k, args.seed))
+        if "slow" in scenarios:
+            delays = int_list(args.slow_delays)
+            log(f"slow: nginx (echo module) answering after {', '.join(map(str, delays))} ms")
+            locations = {f"/d{d}/": f"echo_read_request_body; echo_sleep {d / 1000}; echo ok;" for d in delays}
+            slow_nginx = Nginx(os.path.join(BENCH, "nginx-slow"), locations)
+            receivers.append(slow_nginx)
+            runs.extend(slow(pg, slow_nginx, delays, args.slow_endpoints, args.slow_deliveries, args.payload, k))
+        if "https" in scenarios:
+            log("https: nginx with TLS (self-signed certificate) vs plain HTTP, answering at once")
+            tls_nginx = Nginx(os.path.join(BENCH, "nginx-tls"), tls=True)
+            receivers.append(tls_nginx)
+            runs.extend(https(pg, tls_nginx, nginx, args.https_endpoints, args.https_deliveries, args.payload, k))
+        if "limited" in scenarios:
+            log("limited: a receiver that serves N requests at once and holds the rest")
+            runs.extend(limited(pg, int_list(args.limits), args.limited_seconds, args.limited_warmup,
+                                args.payload, k))
+        if "drain" in scenarios:
+            for n in workers:
+                log(f"drain: {args.events:,} events x {args.fanout}, {n} worker(s)")
+                runs.append(drain(pg, nginx.url, args.events, args.fanout, args.payload, n, args.concurrency))
         if args.profile:
             results["profile"] = pg.sql(
                 "SELECT round(total_exec_time::numeric, 0) || ' ms total | ' || calls || ' calls | ' || rows || ' rows | ' "
                 "|| round((total_exec_time / greatest(calls, 1))::numeric, 3) || ' ms/call | ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 90) "
                 "FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 8").splitlines()
-            log("\n".join(["top statements during the drain runs:"] + results["profile"]))
-        log(f"naive baseline: {args.naive_events:,} events, {best} process(es)")
-        results["runs"].append(naive(pg, nginx.url, args.naive_events, args.payload, best))
-        for rate in [int(r) for r in args.rates.split(",")]:
-            log(f"latency: {rate} events/s for {args.latency_seconds} s")
-            results["runs"].append(latency(pg, nginx, rate, args.latency_seconds, 1, args.concurrency))
-        log("memory: many requests in flight in one worker")
-        results["runs"].append(memory(pg, 1000 if not args.quick else 200, 3000 if not args.quick else 400))
-        if not args.skip_backlog:
+            log("\n".join(["top statements so far:"] + results["profile"]))
+        if "naive" in scenarios:
+            log(f"naive baseline: {args.naive_events:,} events, {best} process(es)")
+            runs.append(naive(pg, nginx.url, args.naive_events, args.payload, best))
+        if "latency" in scenarios:
+            for rate in int_list(args.rates):
+                log(f"latency: {rate} events/s for {args.latency_seconds} s")
+                runs.append(latency(pg, nginx, rate, args.latency_seconds, 1, args.concurrency))
+        if "memory" in scenarios:
+            log("memory: many requests in flight in one worker")
+            runs.append(memory(pg, 1000 if not args.quick else 200, 3000 if not args.quick else 400))
+        if "backlog" in scenarios:
             log(f"backlog: drain {args.events:,} events with a large history present")
             reset(pg, nginx.url, args.fanout)
             add_backlog(pg, args.backlog_deliveries, args.backlog_logs)
             insert_events(pg, args.events, args.payload)
-            run = run_drain(pg, args.events * args.fanout, best, args.concurrency, "drain with backlog")
-            results["runs"].append(run)
+            runs.append(run_drain(pg, args.events * args.fanout, best, "drain with backlog",
+                                  concurrency=args.concurrency))
+        if "chaos" in scenarios:
+            log(f"chaos: scripts/chaos.py --at-defaults, {args.chaos_events:,} events x 2")
+            runs.extend(chaos(args.chaos_events, args.chaos_timeout, args.chaos_kill_every))
     finally:
-        if nginx:
-            nginx.stop()
+        for receiver in receivers:
+            receiver.stop()
         pg.stop()
         if os.environ.get("HERALD_BENCH_AUTO_EXPLAIN"):
             shutil.copy(os.path.join(pg_dir, "postgres.log"), os.path.join(BENCH, "postgres.log"))
@@ -375,32 +617,111 @@ def main():
     log(f"wrote {args.output}")
 
 
+def find(runs, prefix):
+    return [r for r in runs if r["scenario"].startswith(prefix)]
+
+
 def report(results, best):
     runs = results["runs"]
-    print(f"\nHerald benchmark — {results['machine']['cpus']} CPUs, PostgreSQL + workers + nginx on one machine\n")
-    print("| scenario | workers | deliveries | seconds | deliveries/s | worker CPU s / 10k | Postgres CPU share | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in runs:
-        if r["scenario"] in ("drain", "drain with backlog", "naive baseline"):
+    print(f"\nHerald benchmark — {results['machine']['cpus']} CPUs, PostgreSQL + workers + receivers on one machine.")
+    print("Workers at default settings (only HERALD_ALLOWED_NETWORKS=127.0.0.0/8 for the loopback receivers), "
+          "configs without max_in_flight, unless a row says otherwise."
+          + (" Metrics OFF (--metrics-off)." if results["args"].get("metrics_off") else
+             " Metrics on, as by default (backlog sampled every 5 s).") + "\n")
+    drains = [r for r in runs if "per_second" in r and "deliveries" in r and "worker_cpu_s_per_10k" in r
+              or r["scenario"] == "naive baseline"]
+    if drains:
+        print("| scenario | workers | deliveries | seconds | deliveries/s | worker CPU s / 10k | Postgres CPU share "
+              "| peak RSS MiB |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in drains:
             print(f"| {r['scenario']} | {r['workers']} | {r['deliveries']:,} | {r['seconds']} | {r['per_second']:,} | "
-                  f"{r.get('worker_cpu_s_per_10k', '-')} | {r.get('postgres_cpu_share', '-')} | {r.get('peak_rss_mib', '-')} |")
-    drains = {r["workers"]: r for r in runs if r["scenario"] == "drain"}
-    naive_run = next((r for r in runs if r["scenario"] == "naive baseline"), None)
-    backlog = next((r for r in runs if r["scenario"] == "drain with backlog"), None)
-    print()
-    if naive_run and best in drains:
-        print(f"Herald / naive baseline ({best} processes each): {drains[best]['per_second'] / naive_run['per_second']:.1f}x")
-    if backlog and best in drains:
-        print(f"drain with backlog / empty: {backlog['per_second'] / drains[best]['per_second']:.2f}")
-    print("\n| offered events/s | achieved | p50 ms | p95 ms | p99 ms | max ms |")
-    print("|---|---|---|---|---|---|")
-    for r in runs:
-        if r["scenario"] == "latency":
+                  f"{r.get('worker_cpu_s_per_10k', '-')} | {r.get('postgres_cpu_share', '-')} | "
+                  f"{r.get('peak_rss_mib', '-')} |")
+        print()
+    limited_runs = find(runs, "limited receiver")
+    if limited_runs:
+        print("| limited receiver | capacity N/0.1 s | delivered/s after warm-up | share of capacity | overall/s "
+              "| attempts timed out after warm-up | peak queued at receiver |")
+        print("|---|---|---|---|---|---|---|")
+        for r in limited_runs:
+            print(f"| N={r['limit']}, {r['seconds']} s (warm-up {r['warmup_seconds']} s) | {r['capacity_per_second']:,.0f} "
+                  f"| {r['per_second']:,} | {r['share_of_capacity']:.0%} | {r['per_second_overall']:,} | "
+                  f"{r['timed_out_after_warmup']:,} of {r['attempts_after_warmup']:,} ({r['timed_out_share']:.1%}) | "
+                  f"{r['queued_at_receiver_peak']} |")
+        print()
+    chaos_runs = find(runs, "chaos")
+    if chaos_runs:
+        print("| chaos at defaults | deliveries | seconds | lost | duplicates | attempts | SIGKILLs | PG restarts "
+              "| result |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in chaos_runs:
+            print(f"| {r['scenario']} | {r['deliveries']:,} | {r['seconds']} | {r['lost']} | {r['duplicates']} | "
+                  f"{r['attempts']:,} | {r['kills']} | {r['restarts']} | {'PASS' if r['ok'] else 'FAIL'} |")
+        print()
+    latency_runs = find(runs, "latency")
+    if latency_runs:
+        print("| offered events/s | achieved | p50 ms | p95 ms | p99 ms | max ms |")
+        print("|---|---|---|---|---|---|")
+        for r in latency_runs:
             print(f"| {r['offered_per_second']:,} | {r['achieved_per_second']:,} | {r['p50_ms']} | {r['p95_ms']} | "
                   f"{r['p99_ms']} | {r['max_ms']} |")
-    for r in runs:
-        if r["scenario"] == "memory":
-            print(f"\npeak RSS of one worker with {r['in_flight']:,} requests in flight: {r['peak_rss_mib']} MiB")
+        print()
+    for r in find(runs, "memory"):
+        print(f"peak RSS of one worker with {r['in_flight']:,} requests in flight (HERALD_CONCURRENCY and "
+              f"max_in_flight set to that): {r['peak_rss_mib']} MiB\n")
+
+    # Ratios and issue 10's targets (benchmark figures on a 2-core machine, not pass/fail tests).
+    lines = []
+
+    def target(what, figure, met):
+        lines.append(f"| {what} | {figure} | {'met' if met else 'not met'} |")
+
+    hot_runs = find(runs, "hot")
+    if len(hot_runs) == 2:
+        d, l = hot_runs[0]["per_second"], hot_runs[1]["per_second"]
+        target("hot endpoint: defaults / max_in_flight lifted ≥ 0.90", f"{d:,} / {l:,} = {d / l:.2f}", d / l >= 0.9)
+        target("hot endpoint at defaults ≥ 10,000/s (2 workers)", f"{d:,}/s", d >= 10_000)
+    many = find(runs, "many-configs")
+    if len(many) == 2:
+        small, large = many[0], many[1]
+        ratio = large["per_second"] / small["per_second"]
+        target(f"{large['configs']:,} configs vs {small['configs']:,}: cost ≤ 20 % (ratio ≥ 0.80)",
+               f"{large['per_second']:,} / {small['per_second']:,} = {ratio:.2f}", ratio >= 0.8)
+    for r in find(runs, "slow receivers"):
+        if r["delay_ms"] == 200:
+            target(f"200 ms receivers, {r['endpoints']} endpoints ≥ 4,000/s", f"{r['per_second']:,}/s",
+                   r["per_second"] >= 4000)
+            target("worker peak RSS there ≤ 128 MiB", f"{r['peak_rss_mib']} MiB", r["peak_rss_mib"] <= 128)
+    tls = find(runs, "https")
+    plain = find(runs, "http,")
+    if tls and plain:
+        lines.append(f"| https / http, answering at once (no target) | {tls[0]['per_second']:,} / "
+                     f"{plain[0]['per_second']:,} = {tls[0]['per_second'] / plain[0]['per_second']:.2f} | - |")
+    if len(chaos_runs) == 2:
+        f_, c_ = chaos_runs
+        ratio = f_["seconds"] / max(c_["seconds"], 0.1)
+        target("chaos at defaults: time with faults ≤ 2 × without, nothing lost",
+               f"{f_['seconds']} s / {c_['seconds']} s = {ratio:.1f}×, lost {f_['lost']} + {c_['lost']}",
+               ratio <= 2 and f_["lost"] == 0 and c_["lost"] == 0)
+    for r in limited_runs:
+        target(f"limited receiver N={r['limit']}: ≥ 80 % of {r['capacity_per_second']:,.0f}/s",
+               f"{r['per_second']:,}/s = {r['share_of_capacity']:.0%}", r["share_of_capacity"] >= 0.8)
+        target(f"limited receiver N={r['limit']}: < 5 % timed out after the first {r['warmup_seconds']} s",
+               f"{r['timed_out_share']:.1%}", r["timed_out_share"] < 0.05)
+    drain_runs = {r["workers"]: r for r in runs if r["scenario"] == "drain"}
+    naive_run = next((r for r in runs if r["scenario"] == "naive baseline"), None)
+    backlog = next((r for r in runs if r["scenario"] == "drain with backlog"), None)
+    if naive_run and best in drain_runs:
+        lines.append(f"| Herald / naive baseline ({best} processes each) | "
+                     f"{drain_runs[best]['per_second'] / naive_run['per_second']:.1f}× | - |")
+    if backlog and best in drain_runs:
+        lines.append(f"| drain with backlog / empty | {backlog['per_second'] / drain_runs[best]['per_second']:.2f} | - |")
+    if lines:
+        print("| target (issue 10) or ratio | figure | |")
+        print("|---|---|---|")
+        print("\n".join(lines))
+        print()
 
 
 if __name__ == "__main__":

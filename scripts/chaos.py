@@ -6,7 +6,13 @@ reset, or 200. Three workers drain N events x 2 configs while one of them is SIG
 fraction of a second, and PostgreSQL is restarted once mid-run. At the end every delivery must be `delivered`,
 the receiver must have accepted every (event, config), every attempt must have a webhook_logs row, and no lease
 may be left. Exit status 0 only if all of that holds.
+
+--at-defaults runs the workers at Herald's default settings except for four overrides that make a run finish in
+minutes instead of hours (HERALD_TIMEOUT_MS=1000, HERALD_BACKOFF_BASE_MS=100, HERALD_BACKOFF_MAX_MS=1500,
+HERALD_MAX_ATTEMPTS=40): no lease, poll, concurrency or circuit-breaker overrides. --no-faults leaves out the kills
+and the PostgreSQL restart (the same receiver), so scripts/bench can compare drain times.
 """
+import json
 import argparse
 import asyncio
 import os
@@ -19,7 +25,7 @@ import tempfile
 import threading
 import time
 
-from harness import ROOT, Postgres, free_port, serve_http
+from harness import ROOT, Postgres, free_port, serve_http, worker_env
 
 HERALD = os.environ.get("HERALD_BIN", os.path.join(ROOT, ".build/release/herald"))
 
@@ -62,6 +68,10 @@ def main():
     parser.add_argument("--timeout", type=int, default=600, help="give up after this many seconds")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="1,000 events: the size the test suite runs")
+    parser.add_argument("--at-defaults", action="store_true",
+                        help="workers at default settings but for timeout 1 s, backoff 100 ms..1.5 s, 40 attempts")
+    parser.add_argument("--no-faults", action="store_true", help="no SIGKILLs and no PostgreSQL restart")
+    parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     if args.quick:
         args.events = 1_000
@@ -70,16 +80,24 @@ def main():
     # Under /tmp, not the checkout: PostgreSQL runs as another user, who may not reach a private home folder.
     directory = tempfile.mkdtemp(prefix="herald-chaos-pg-")
     pg = Postgres(directory, fast=True)
-    receiver = ChaosReceiver(timeout_s=0.5, seed=args.seed)
+    # The receiver's hang lasts twice the worker's timeout.
+    receiver = ChaosReceiver(timeout_s=1.0 if args.at_defaults else 0.5, seed=args.seed)
     receiver.start()
     receiver.ready.wait()
     workers = {}
     kills = restarts = 0
-    env = dict(os.environ, DATABASE_URL=pg.url, HERALD_ALLOWED_NETWORKS="127.0.0.0/8", HERALD_TIMEOUT_MS="500",
-               HERALD_BACKOFF_BASE_MS="50", HERALD_BACKOFF_MAX_MS="1000", HERALD_MAX_ATTEMPTS="100",
-               HERALD_LEASE_MS="2000", HERALD_POLL_MS="100", HERALD_CONCURRENCY="64", HERALD_LOG_LEVEL="error",
-               # The circuit breaker stays on (a run of failures pauses the endpoint), with a short cool-down.
-               HERALD_CIRCUIT_COOLDOWN_MS="200", HERALD_METRICS_ADDR="off")
+    if args.at_defaults:
+        # Only these four, so the run ends in minutes; everything else (lease, poll, concurrency, circuit breaker)
+        # is Herald's default. worker_env adds HERALD_ALLOWED_NETWORKS (loopback receiver) and keeps metrics on.
+        env = worker_env(pg.url, {"HERALD_TIMEOUT_MS": "1000", "HERALD_BACKOFF_BASE_MS": "100",
+                                  "HERALD_BACKOFF_MAX_MS": "1500", "HERALD_MAX_ATTEMPTS": "40",
+                                  "HERALD_LOG_LEVEL": "error"})
+    else:
+        env = dict(os.environ, DATABASE_URL=pg.url, HERALD_ALLOWED_NETWORKS="127.0.0.0/8", HERALD_TIMEOUT_MS="500",
+                   HERALD_BACKOFF_BASE_MS="50", HERALD_BACKOFF_MAX_MS="1000", HERALD_MAX_ATTEMPTS="100",
+                   HERALD_LEASE_MS="2000", HERALD_POLL_MS="100", HERALD_CONCURRENCY="64", HERALD_LOG_LEVEL="error",
+                   # The circuit breaker stays on (a run of failures pauses the endpoint), with a short cool-down.
+                   HERALD_CIRCUIT_COOLDOWN_MS="200", HERALD_METRICS_ADDR="off")
 
     def start(index):
         workers[index] = subprocess.Popen([HERALD, "work", "--worker-id", f"chaos-{index}"], env=env,
@@ -102,7 +120,7 @@ def main():
         while time.time() - started < args.timeout:
             time.sleep(0.1)
             now = time.time()
-            if now >= next_kill:
+            if now >= next_kill and not args.no_faults:
                 victim = rng.randrange(args.workers)
                 workers[victim].kill()
                 workers[victim].wait()
@@ -113,7 +131,7 @@ def main():
                 delivered = pg.scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'")
             except subprocess.CalledProcessError:
                 continue  # PostgreSQL is restarting
-            if not restarted_pg and delivered >= expected // 3:
+            if not restarted_pg and not args.no_faults and delivered >= expected // 3:
                 pg.restart()
                 restarted_pg = True
                 restarts += 1
@@ -147,8 +165,15 @@ def main():
         print(f"leased at end   {leased}")
         print(f"faults          {kills} SIGKILLs, {restarts} PostgreSQL restart")
         print(f"drain time      {elapsed:.1f} s")
-        ok = lost == 0 and unlogged == 0 and leased == 0 and restarts == 1
+        ok = lost == 0 and unlogged == 0 and leased == 0 and restarts == (0 if args.no_faults else 1)
         print("RESULT          " + ("PASS" if ok else "FAIL"))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"events": args.events, "deliveries": expected, "workers": args.workers,
+                           "at_defaults": args.at_defaults, "faults": not args.no_faults, "kills": kills,
+                           "restarts": restarts, "lost": lost, "not_delivered": not_delivered,
+                           "duplicates": duplicates, "attempts": attempts, "unlogged": unlogged, "leased": leased,
+                           "seconds": round(elapsed, 1), "ok": ok}, f, indent=2)
         sys.exit(0 if ok else 1)
     finally:
         for process in workers.values():
