@@ -277,7 +277,8 @@ $$;
 --    and the adaptive limit, and a 410 Gone or a long failing period disables the config. Config rows are
 --    locked SKIP LOCKED: one held in a person's open transaction keeps its signals for later, nothing waits.
 -- 3. Rows: per endpoint, the oldest due first attempts and the oldest due retries (partial indexes
---    webhook_deliveries_due_first / _due_retry), SKIP LOCKED, alternating so neither starves the other, cut at
+--    webhook_deliveries_due_first / _due_retry), SKIP LOCKED — at most its free slots of each, so a claim over
+--    100 endpoints locks a few rows of each, not a batch of each — alternating so neither starves the other, cut at
 --    the endpoint's free slots (adaptive limit minus in flight; 0 while the circuit is open, 1 when half-open),
 --    the first p_limit overall by age. Leased in the same statement: attempts + 1, a fresh lease_token,
 --    next_attempt_at = lease expiry. A disabled config's queue is failed here without being sent, a batch at a
@@ -311,7 +312,7 @@ RETURNS TABLE (
 )
 LANGUAGE plpgsql
 -- Planned for the actual batch size on every call; index access only (see sql/004 for the measurements).
-SET plan_cache_mode = force_custom_plan
+SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
@@ -320,10 +321,15 @@ DECLARE
     v_endpoints uuid[];
 BEGIN
     -- 1. Endpoints with due signals that no other claim is deciding right now.
+    -- An endpoint often has several signals (one per completed batch): read a window of them, oldest first, and
+    -- keep the first p_limit distinct endpoints.
     SELECT coalesce(array_agg(x.config_id), '{}') INTO v_endpoints
-      FROM (SELECT DISTINCT s.config_id
-              FROM (SELECT s.config_id FROM herald_endpoint_signals s
-                     WHERE s.due_at <= now() ORDER BY s.due_at LIMIT greatest(p_limit, 1) * 2) s) x
+      FROM (SELECT s.config_id
+              FROM (SELECT s.config_id, s.due_at FROM herald_endpoint_signals s
+                     WHERE s.due_at <= now() ORDER BY s.due_at LIMIT greatest(p_limit, 1) * 8) s
+             GROUP BY s.config_id
+             ORDER BY min(s.due_at)
+             LIMIT greatest(p_limit, 1)) x
      WHERE pg_try_advisory_xact_lock(72201363, hashtext(x.config_id::text));
     IF cardinality(v_endpoints) = 0 THEN
         RETURN;
@@ -435,7 +441,7 @@ BEGIN
                  FROM webhook_deliveries x
                 WHERE x.config_id = s.config_id AND x.status = 'pending' AND x.lease_token IS NULL
                   AND x.attempts = 0 AND NOT x.ordering_blocked AND x.next_attempt_at <= now()
-                ORDER BY x.next_attempt_at LIMIT p_limit
+                ORDER BY x.next_attempt_at LIMIT least(s.free, p_limit)
                   FOR UPDATE SKIP LOCKED
          ) d
          WHERE s.free > 0
@@ -447,7 +453,7 @@ BEGIN
                  FROM webhook_deliveries x
                 WHERE x.config_id = s.config_id AND x.status = 'pending' AND x.lease_token IS NULL
                   AND x.attempts > 0 AND NOT x.ordering_blocked AND x.next_attempt_at <= now()
-                ORDER BY x.next_attempt_at LIMIT p_limit
+                ORDER BY x.next_attempt_at LIMIT least(s.free, p_limit)
                   FOR UPDATE SKIP LOCKED
          ) d
          WHERE s.free > 0

@@ -29,6 +29,10 @@ public struct DispatcherStateMachine: Sendable {
         public var maxReconnectDelay: Duration = .seconds(5)
         /// How long to wait before writing again results whose rows someone else held.
         public var busyRetryDelay: Duration = .milliseconds(200)
+        /// How long the first finished result may wait for others to share its write, unless half of what is in
+        /// flight has finished already. Writing each result as it lands made batches of one or two at a fast
+        /// endpoint, each a transaction of its own.
+        public var writeCoalescing: Duration = .milliseconds(2)
 
         public init(concurrency: Int, claimBatch: Int, pollInterval: Duration) {
             self.concurrency = concurrency
@@ -40,8 +44,9 @@ public struct DispatcherStateMachine: Sendable {
     /// What the dispatcher should do next.
     public enum Action: Sendable, Equatable {
         case connect
-        /// Write the results waiting to be written.
-        case write
+        /// Write the results waiting to be written, then, in the same transaction, claim up to `claimLimit` (nil:
+        /// no claim). The claim sees the slots the write freed, and the two cost one commit.
+        case write(claimLimit: Int?)
         /// Release leases this worker id held before a restart (once per process, after the first connect).
         case releaseOwnLeases
         case rescue
@@ -70,6 +75,7 @@ public struct DispatcherStateMachine: Sendable {
     private var nextReconcile: ContinuousClock.Instant
     private var nextPrune: ContinuousClock.Instant?
     private var nextWrite: ContinuousClock.Instant
+    private var firstUnwrittenAt: ContinuousClock.Instant?
     private var ownLeasesReleased = false
     private var failedConnectsWhileDraining = 0
 
@@ -88,7 +94,8 @@ public struct DispatcherStateMachine: Sendable {
     // MARK: Events
 
     /// Results arrived from the HTTP engine, and/or a wake-up, and/or the stop request.
-    public mutating func mailArrived(results: Int, woken: Bool, stopRequested: Bool) {
+    public mutating func mailArrived(results: Int, woken: Bool, stopRequested: Bool, now: ContinuousClock.Instant) {
+        if results > 0 && unwritten == 0 { firstUnwrittenAt = now }
         inFlight -= results
         unwritten += results
         if woken { self.woken = true }
@@ -119,6 +126,7 @@ public struct DispatcherStateMachine: Sendable {
     /// `written` results were recorded; `busy` were held by someone else and are still waiting.
     public mutating func wrote(written: Int, busy: Int, now: ContinuousClock.Instant) {
         unwritten -= written
+        firstUnwrittenAt = unwritten > 0 ? now : nil
         if busy > 0 { nextWrite = now + settings.busyRetryDelay }
         // Slots are free again, here and at the endpoints: look for work at once.
         if written > 0 { claimAgain = true }
@@ -127,6 +135,7 @@ public struct DispatcherStateMachine: Sendable {
     /// Results that could not be recorded at all (dropped after being logged): their leases will expire.
     public mutating func dropped(_ count: Int) {
         unwritten -= count
+        if unwritten == 0 { firstUnwrittenAt = nil }
     }
 
     public mutating func claimed(_ count: Int, limit: Int, now: ContinuousClock.Instant) {
@@ -168,9 +177,12 @@ public struct DispatcherStateMachine: Sendable {
             if now >= nextConnect { return .connect }
             return .wait(until: nextConnect)
         }
-        if unwritten > 0 && now >= nextWrite { return .write }
+        if unwritten > 0 && now >= writeDue {
+            let free = settings.concurrency - inFlight
+            return .write(claimLimit: !draining && ownLeasesReleased && free > 0 ? min(free, settings.claimBatch) : nil)
+        }
         if draining {
-            return .wait(until: unwritten > 0 ? nextWrite : now + settings.pollInterval)
+            return .wait(until: unwritten > 0 ? writeDue : now + settings.pollInterval)
         }
         if !ownLeasesReleased { return .releaseOwnLeases }
         if now >= nextRescue { return .rescue }
@@ -185,7 +197,15 @@ public struct DispatcherStateMachine: Sendable {
         var deadline = min(nextRescue, nextReconcile)
         if let nextPrune { deadline = min(deadline, nextPrune) }
         if free > 0 { deadline = min(deadline, lastClaim + settings.pollInterval) }
-        if unwritten > 0 { deadline = min(deadline, nextWrite) }
+        if unwritten > 0 { deadline = min(deadline, writeDue) }
         return .wait(until: deadline)
+    }
+
+    /// When the waiting results should be written: at once when half of what was in flight has come back (or
+    /// all of it, or when stopping), else after the coalescing window; never before a busy retry's delay.
+    private var writeDue: ContinuousClock.Instant {
+        let coalesced = unwritten >= inFlight || draining
+            ? nextWrite : max(nextWrite, (firstUnwrittenAt ?? nextWrite) + settings.writeCoalescing)
+        return coalesced
     }
 }

@@ -69,6 +69,15 @@ public final class Worker: Sendable {
         var everConnected = false
         let lease = configuration.effectiveLease
 
+        func recordClaim(_ claimed: [ClaimedDelivery], limit: Int) {
+            healthy.store(true, ordering: .relaxed)
+            metrics.claimBatch.record(claimed.count)
+            machine.claimed(claimed.count, limit: limit, now: clock.now)
+            inFlightNow.store(machine.inFlight, ordering: .relaxed)
+            metrics.inFlight.record(machine.inFlight)
+            for delivery in claimed { send(delivery) }
+        }
+
         func lose(_ error: PostgresError) {
             logger.warning("lost the PostgreSQL connection; reconnecting", metadata: ["error": "\(error)"])
             healthy.store(false, ordering: .relaxed)
@@ -92,7 +101,8 @@ public final class Worker: Sendable {
                 case let .wait(deadline):
                     let mail = mailbox.take(waitingUpTo: max(.zero, deadline - clock.now))
                     unwritten.append(contentsOf: mail.records)
-                    machine.mailArrived(results: mail.records.count, woken: mail.woken, stopRequested: mail.stopRequested)
+                    machine.mailArrived(results: mail.records.count, woken: mail.woken, stopRequested: mail.stopRequested,
+                                        now: clock.now)
                     inFlightNow.store(machine.inFlight, ordering: .relaxed)
                     metrics.inFlight.record(machine.inFlight)
                     if machine.draining && !announcedDrain {
@@ -115,14 +125,24 @@ public final class Worker: Sendable {
                                        metadata: ["error": "\(error)", "retry_in": "\(machine.retryIn.humanReadable)"])
                     }
 
-                case .write:
+                case let .write(claimLimit):
                     guard let current = store else { continue }
+                    if let limit = claimLimit, unwritten.count <= 500,
+                       let (result, claimed) = try completeAndClaim(unwritten, limit: limit, lease: lease, on: current) {
+                        // One transaction, one commit: the claim saw the slots the results freed.
+                        let written = unwritten.count - result.busy.count
+                        unwritten.removeAll { !result.busy.contains($0.delivery.deliveryID) }
+                        machine.wrote(written: written, busy: result.busy.count, now: clock.now)
+                        logger.trace("wrote and claimed", metadata: [
+                            "attempts.written": "\(written)", "attempts.applied": "\(result.applied)",
+                            "deliveries.claimed": "\(claimed.count)"])
+                        recordClaim(claimed, limit: limit)
+                        break
+                    }
                     let (written, busy) = try write(&unwritten, to: current)
                     machine.wrote(written: written, busy: busy, now: clock.now)
-                    if busy == 0 && written == 0 && !unwritten.isEmpty {
-                        // Nothing could be written and nothing was busy: the rest was dropped (logged in write).
-                        machine.dropped(unwritten.count)
-                        unwritten.removeAll()
+                    if let limit = claimLimit {
+                        recordClaim(try current.claim(limit: limit, lease: lease), limit: limit)
                     }
 
                 case .releaseOwnLeases:
@@ -156,13 +176,7 @@ public final class Worker: Sendable {
 
                 case let .claim(limit):
                     guard let current = store else { continue }
-                    let claimed = try current.claim(limit: limit, lease: lease)
-                    healthy.store(true, ordering: .relaxed)
-                    metrics.claimBatch.record(claimed.count)
-                    machine.claimed(claimed.count, limit: limit, now: clock.now)
-                    inFlightNow.store(machine.inFlight, ordering: .relaxed)
-                    metrics.inFlight.record(machine.inFlight)
-                    for delivery in claimed { send(delivery) }
+                    recordClaim(try current.claim(limit: limit, lease: lease), limit: limit)
                 }
             } catch let error as PostgresError where error.isConnectionProblem {
                 lose(error)
@@ -175,6 +189,7 @@ public final class Worker: Sendable {
                 if case .prune = action { machine.pruned(deletedAny: false, now: clock.now) }
                 if case .releaseOwnLeases = action { machine.releasedOwnLeases() }
                 if case let .claim(limit) = action { machine.claimed(0, limit: limit, now: clock.now) }
+                if case let .write(limit?) = action { machine.claimed(0, limit: limit, now: clock.now) }
                 Thread.sleep(forTimeInterval: 1)
             }
         }
@@ -184,6 +199,23 @@ public final class Worker: Sendable {
     private func connect() throws -> DeliveryStore {
         let connection = try PostgresConnection(PostgresConnection.withNetworkTimeouts(configuration.databaseURL))
         return DeliveryStore(connection: connection, workerID: configuration.workerID, health: configuration.health)
+    }
+
+    /// Writes `records` and claims up to `limit` in one transaction. Returns nil, with nothing changed, when the
+    /// database refused the write for a reason other than the connection: the caller then writes record by record.
+    private func completeAndClaim(_ records: [AttemptRecord], limit: Int, lease: Duration, on store: DeliveryStore)
+        throws -> ((applied: Int, busy: Set<String>), [ClaimedDelivery])?
+    {
+        do {
+            return try store.connection.transaction { _ in
+                let result = try store.complete(records)
+                return (result, try store.claim(limit: limit, lease: lease))
+            }
+        } catch let error as PostgresError where !error.isConnectionProblem {
+            logger.notice("a batch of results was refused; writing them one chunk at a time",
+                          metadata: ["error": "\(error)"])
+            return nil
+        }
     }
 
     /// Writes the waiting results in chunks (one statement carrying thousands of payloads could pass PostgreSQL's

@@ -51,11 +51,13 @@ import Testing
         let soon = start + .milliseconds(1)
         // No claim until something changes: the endpoint is at its cap, polling it would be a busy loop.
         #expect(m.nextAction(now: soon) == .wait(until: start + .milliseconds(500)))
-        // Two results arrive: write them, then claim at once, long before the 500 ms poll.
-        m.mailArrived(results: 2, woken: false, stopRequested: false)
-        #expect(m.nextAction(now: soon) == .write)
+        // Two of the three come back: write them and, in the same transaction, claim the 9 free slots at once,
+        // long before the 500 ms poll.
+        m.mailArrived(results: 2, woken: false, stopRequested: false, now: soon)
+        #expect(m.nextAction(now: soon) == .write(claimLimit: 9))
         m.wrote(written: 2, busy: 0, now: soon)
-        #expect(m.nextAction(now: soon) == .claim(limit: 9))
+        m.claimed(2, limit: 9, now: soon)
+        #expect(m.inFlight == 3)
     }
 
     @Test func anEmptyClaimWaitsForAWakeUpOrThePoll() {
@@ -64,7 +66,7 @@ import Testing
         m.claimed(0, limit: 4, now: start)
         #expect(m.nextAction(now: start + .milliseconds(100)) == .wait(until: start + .milliseconds(500)))
         // NOTIFY: claim now.
-        m.mailArrived(results: 0, woken: true, stopRequested: false)
+        m.mailArrived(results: 0, woken: true, stopRequested: false, now: start)
         #expect(m.nextAction(now: start + .milliseconds(100)) == .claim(limit: 4))
         m.claimed(0, limit: 4, now: start + .milliseconds(100))
         // Otherwise the poll tick, for retries coming due.
@@ -91,21 +93,35 @@ import Testing
         #expect(m.retryIn == .milliseconds(100))
     }
 
+    @Test func aFirstResultWaitsBrieflyForOthersUnlessHalfAreBack() {
+        var m = machine(concurrency: 12, claimBatch: 12)
+        connected(&m, at: start)
+        // Ten of the twelve asked for (an endpoint's cap cut the claim): no claim until results come back.
+        m.claimed(10, limit: 12, now: start)
+        m.mailArrived(results: 1, woken: false, stopRequested: false, now: start)
+        // One of ten: it waits up to 2 ms for company.
+        #expect(m.nextAction(now: start) == .wait(until: start + .milliseconds(2)))
+        #expect(m.nextAction(now: start + .milliseconds(2)) == .write(claimLimit: 3))
+        // Five of ten back (half of what is out): no waiting.
+        m.mailArrived(results: 4, woken: false, stopRequested: false, now: start + .milliseconds(1))
+        #expect(m.nextAction(now: start + .milliseconds(1)) == .write(claimLimit: 7))
+    }
+
     @Test func stopDrainsInFlightWritesResultsThenExits() {
         var m = machine()
         connected(&m, at: start)
         m.claimed(4, limit: 4, now: start)
-        m.mailArrived(results: 1, woken: true, stopRequested: true)
+        m.mailArrived(results: 1, woken: true, stopRequested: true, now: start)
         #expect(m.draining)
         // Results are still written, but nothing new is claimed, even with a wake-up pending.
-        #expect(m.nextAction(now: start) == .write)
+        #expect(m.nextAction(now: start) == .write(claimLimit: nil))
         m.wrote(written: 1, busy: 0, now: start)
         guard case .wait = m.nextAction(now: start) else {
             Issue.record("expected to wait for the 3 attempts in flight")
             return
         }
-        m.mailArrived(results: 3, woken: false, stopRequested: false)
-        #expect(m.nextAction(now: start) == .write)
+        m.mailArrived(results: 3, woken: false, stopRequested: false, now: start)
+        #expect(m.nextAction(now: start) == .write(claimLimit: nil))
         m.wrote(written: 3, busy: 0, now: start)
         #expect(m.nextAction(now: start) == .exit)
     }
@@ -114,7 +130,7 @@ import Testing
         var m = machine()
         connected(&m, at: start)
         m.claimed(2, limit: 4, now: start)
-        m.mailArrived(results: 2, woken: false, stopRequested: true)
+        m.mailArrived(results: 2, woken: false, stopRequested: true, now: start)
         m.connectionLost(now: start)
         var now = start
         var attempts = 0
@@ -134,15 +150,14 @@ import Testing
         var m = machine()
         connected(&m, at: start)
         m.claimed(2, limit: 4, now: start)
-        m.mailArrived(results: 2, woken: false, stopRequested: false)
-        #expect(m.nextAction(now: start) == .write)
+        m.mailArrived(results: 2, woken: false, stopRequested: false, now: start)
+        #expect(m.nextAction(now: start) == .write(claimLimit: 4))
+        // One was written (and the claim went ahead in the same transaction); the busy one waits its turn.
         m.wrote(written: 1, busy: 1, now: start)
-        #expect(m.unwritten == 1)
-        // The claim goes ahead (a slot was freed); the busy one waits its turn.
-        #expect(m.nextAction(now: start) == .claim(limit: 4))
         m.claimed(0, limit: 4, now: start)
+        #expect(m.unwritten == 1)
         #expect(m.nextAction(now: start + .milliseconds(50)) == .wait(until: start + .milliseconds(200)))
-        #expect(m.nextAction(now: start + .milliseconds(200)) == .write)
+        #expect(m.nextAction(now: start + .milliseconds(200)) == .write(claimLimit: 4))
     }
 
     @Test func rescueReconcileAndPruneRunOnTheirOwnSchedules() {
