@@ -45,7 +45,7 @@ let package = Package(
         .executableTarget(
             name: "herald",
             dependencies: [
-                "HeraldCore", "HeraldPostgres", "HeraldHTTP", "HeraldWorker",
+                "HeraldCore", "HeraldSigning", "HeraldPostgres", "HeraldHTTP", "HeraldWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -14,6 +14,8 @@ public final class PostgresConnection {
     private var handle: OpaquePointer?
     /// Names of statements prepared on this session (see `execute(prepared:…)`).
     private var prepared: Set<String> = []
+    /// NOTICEs the server sent, kept until `takeNotices()` (libpq calls the receiver on this connection's thread).
+    private let notices = NoticeBuffer()
 
     /// Connects using a `postgresql://user:pass@host:port/db?…` URL or a `key=value …` string, as libpq accepts.
     ///
@@ -26,9 +28,26 @@ public final class PostgresConnection {
             throw PostgresError(kind: .connection, message: "could not connect to PostgreSQL: \(message.trimmed)")
         }
         handle = conn
-        // Quiet NOTICEs (e.g. "relation already exists, skipping") instead of libpq printing them to stderr.
-        PQsetNoticeProcessor(conn, { _, _ in }, nil)
+        // NOTICEs (e.g. "relation already exists, skipping") are kept for `takeNotices()` instead of libpq
+        // printing them to stderr. The buffer lives as long as this object, which outlives the PGconn.
+        PQsetNoticeReceiver(conn, { context, result in
+            guard let context, let result else { return }
+            let buffer = Unmanaged<NoticeBuffer>.fromOpaque(context).takeUnretainedValue()
+            func field(_ code: Int32) -> String? { PQresultErrorField(result, code).map { String(cString: $0) } }
+            buffer.append(Notice(sqlState: field(CLibPQ_DIAG_SQLSTATE) ?? "",
+                                 message: field(CLibPQ_DIAG_MESSAGE_PRIMARY) ?? ""))
+        }, Unmanaged.passUnretained(notices).toOpaque())
     }
+
+    /// A NOTICE (or WARNING) the server sent during a statement.
+    public struct Notice: Sendable, Equatable {
+        /// `00000` for a plain `RAISE NOTICE`; e.g. `42P07` for "relation already exists, skipping".
+        public var sqlState: String
+        public var message: String
+    }
+
+    /// The notices received since the last call, oldest first (at most the last 1,000).
+    public func takeNotices() -> [Notice] { notices.take() }
 
     deinit { close() }
 
@@ -191,6 +210,21 @@ public final class PostgresConnection {
     private func field(_ result: OpaquePointer, _ code: Int32) -> String? {
         guard let value = PQresultErrorField(result, code) else { return nil }
         return String(cString: value)
+    }
+}
+
+/// Where the notice receiver puts what the server says; only touched on the connection's own thread.
+private final class NoticeBuffer {
+    private var items: [PostgresConnection.Notice] = []
+
+    func append(_ notice: PostgresConnection.Notice) {
+        if items.count >= 1000 { items.removeFirst() }
+        items.append(notice)
+    }
+
+    func take() -> [PostgresConnection.Notice] {
+        defer { items.removeAll() }
+        return items
     }
 }
 

@@ -64,13 +64,18 @@ public struct WorkerConfiguration: Sendable {
         lease ?? max(.seconds(30), timeout * 6)
     }
 
+    /// What every command says when it has no database to talk to: `herald work` and the CLI alike.
+    public static let missingDatabase = """
+        no database: set DATABASE_URL (scripts/run prints the export line for the embedded PostgreSQL; \
+        `scripts/pg url` prints its URL again) or pass --database-url postgresql://user:password@host:port/database
+        """
+
     /// Reads `HERALD_*` and `DATABASE_URL`; the error names the variable that is wrong and what would be right.
     public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment)
         throws(ConfigurationError) -> WorkerConfiguration
     {
         guard let url = environment["DATABASE_URL"], !url.isEmpty else {
-            throw ConfigurationError(
-                "DATABASE_URL is not set: give it a postgresql://user:password@host:port/database URL (scripts/pg start prints one)")
+            throw ConfigurationError(missingDatabase)
         }
         var configuration = WorkerConfiguration(databaseURL: url)
         func integer(_ name: String, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {

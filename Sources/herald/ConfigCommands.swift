@@ -78,11 +78,17 @@ struct ConfigCommand: ParsableCommand {
     }
 
     struct Create: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Add a webhook config.")
+        static let configuration = CommandConfiguration(
+            abstract: "Add a webhook config.",
+            discussion: """
+                --events takes event type names, comma-separated, or * for all: `herald event-types` lists them. \
+                Names are unique within an organization. A config only receives events of its own organization \
+                (--org; none matches events emitted without one).
+                """)
         @OptionGroup var database: DatabaseOptions
         @Option(help: "Human-readable name.") var name: String
         @Option(help: "Endpoint, an absolute http(s) URL.") var url: String
-        @Option(help: "Comma-separated event types, or * for all.") var events: String
+        @Option(help: "Comma-separated event types, or * for all (herald event-types lists them).") var events: String
         @Option(help: "HMAC secret. Visible in ps and shell history: prefer --secret-file or --generate-secret.")
         var secret: String?
         @Option(name: .customLong("secret-file"), help: "Read the HMAC secret from this file, or - for standard input.")
@@ -124,7 +130,9 @@ struct ConfigCommand: ParsableCommand {
             }
             print("created config \(id) (\(name))")
             if generateSecret, let chosenSecret { ConfigCommand.printSecretOnce(chosenSecret) }
-            if URLComponents(string: url)?.scheme?.lowercased() == "http" {
+            // (Not for this machine's own receivers, such as herald receive: https is for what crosses a network.)
+            if let parsed = URLComponents(string: url), parsed.scheme?.lowercased() == "http",
+               !["127.0.0.1", "localhost", "[::1]", "::1"].contains(parsed.host?.lowercased() ?? "") {
                 print("warning: \(url) is plain http; the documentation recommends https")
             }
             if let warning = AddressWarning.check(url: url) { print(warning) }
@@ -148,11 +156,12 @@ struct ConfigCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show one config and how its deliveries are doing.")
         @OptionGroup var database: DatabaseOptions
         @Argument(help: "Config id or name.") var config: String
+        @OptionGroup var scope: OrganizationOption
         @Flag(help: "One JSON object.") var json = false
 
         func run() throws {
             let connection = try database.connect()
-            let id = try resolveConfig(config, on: connection)
+            let id = try resolveConfig(config, organization: scope.organization, on: connection)
             let sql = """
                 SELECT \(ConfigCommand.columns), c.disabled_reason, c.disabled_at,
                        CASE WHEN c.previous_secret_expires_at > now()
@@ -167,9 +176,7 @@ struct ConfigCommand: ParsableCommand {
                 printJSON(result.scalar)
                 return
             }
-            for (column, value) in zip(result.columns, result.rows[0]) {
-                print("\(column.padding(toLength: 17, withPad: " ", startingAt: 0)) \(value ?? "-")")
-            }
+            Output.fields(result.columns, result.rows[0])
         }
     }
 
@@ -187,7 +194,8 @@ struct ConfigCommand: ParsableCommand {
         @Flag(name: .customLong("generate-secret"), help: "Generate a strong secret and print it once.")
         var generateSecret = false
         @Flag(name: .customLong("no-secret"), help: "Send unsigned requests from now on.") var noSecret = false
-        @Option(name: .customLong("org")) var organization: String?
+        @Option(name: .customLong("org"), help: "Move the config to this organization (UUID). (Name it by id when configs of several organizations share its name.)")
+        var organization: String?
         @Option(name: .customLong("max-attempts")) var maxAttempts: Int?
         @Option(help: "key: events sharing an ordering_key go one at a time, in order; none: independently.")
         var ordering: Ordering?
@@ -236,7 +244,8 @@ struct ConfigCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Resume deliveries to a config.")
         @OptionGroup var database: DatabaseOptions
         @Argument(help: "Config id or name.") var config: String
-        func run() throws { try setActive(database, config, true) }
+        @OptionGroup var scope: OrganizationOption
+        func run() throws { try setActive(database, config, scope.organization, true) }
     }
 
     struct Disable: ParsableCommand {
@@ -245,7 +254,8 @@ struct ConfigCommand: ParsableCommand {
             discussion: "New events no longer fan out to it; deliveries already queued fail without being sent (replay them after enabling).")
         @OptionGroup var database: DatabaseOptions
         @Argument(help: "Config id or name.") var config: String
-        func run() throws { try setActive(database, config, false) }
+        @OptionGroup var scope: OrganizationOption
+        func run() throws { try setActive(database, config, scope.organization, false) }
     }
 
     struct Delete: ParsableCommand {
@@ -253,9 +263,10 @@ struct ConfigCommand: ParsableCommand {
             abstract: "Delete a config and its queued deliveries (webhook_logs history is kept).")
         @OptionGroup var database: DatabaseOptions
         @Argument(help: "Config id or name.") var config: String
+        @OptionGroup var scope: OrganizationOption
         func run() throws {
             let connection = try database.connect()
-            let id = try resolveConfig(config, on: connection)
+            let id = try resolveConfig(config, organization: scope.organization, on: connection)
             let deliveries = try connection.transaction { connection -> String in
                 let count = try connection.query("SELECT count(*) FROM webhook_deliveries WHERE config_id = $1", [id]).scalar ?? "0"
                 try connection.query("DELETE FROM webhook_configs WHERE id = $1", [id])
@@ -276,6 +287,7 @@ struct ConfigCommand: ParsableCommand {
                 """)
         @OptionGroup var database: DatabaseOptions
         @Argument(help: "Config id or name.") var config: String
+        @OptionGroup var scope: OrganizationOption
         @Option(name: .customLong("keep-previous"), help: "How long the old secret still signs (e.g. 24h, 0s).")
         var keepPrevious: String = "24h"
         @Option(name: .customLong("secret-file"), help: "Use the secret in this file (- for standard input) instead of generating one; it is not printed.")
@@ -291,7 +303,7 @@ struct ConfigCommand: ParsableCommand {
             let supplied = try secretFile.map(ConfigCommand.readSecret(from:))
             let secret = supplied ?? ConfigCommand.generateSecret()
             let connection = try database.connect()
-            let id = try resolveConfig(config, on: connection)
+            let id = try resolveConfig(config, organization: scope.organization, on: connection)
             let keep = DurationText.parse(keepPrevious)!
             try connection.query("""
                 UPDATE webhook_configs
@@ -308,9 +320,9 @@ struct ConfigCommand: ParsableCommand {
     }
 }
 
-private func setActive(_ database: DatabaseOptions, _ reference: String, _ active: Bool) throws {
+private func setActive(_ database: DatabaseOptions, _ reference: String, _ organization: String?, _ active: Bool) throws {
     let connection = try database.connect()
-    let id = try resolveConfig(reference, on: connection)
+    let id = try resolveConfig(reference, organization: organization, on: connection)
     try connection.query("UPDATE webhook_configs SET is_active = $2 WHERE id = $1", [id, active ? "true" : "false"])
     print("\(active ? "enabled" : "disabled") config \(id)")
 }

@@ -10,7 +10,7 @@ struct Emit: ParsableCommand {
 
     @OptionGroup var database: DatabaseOptions
 
-    @Argument(help: "Event type, e.g. contact.created (see webhook_event_types).")
+    @Argument(help: "Event type, e.g. contact.created (herald event-types lists them).")
     var eventType: String
 
     @Option(help: "The event's data: a JSON object, or @file.json to read it from a file.")
@@ -57,8 +57,12 @@ struct Emit: ParsableCommand {
                 [eventType, organization, text, orderingKey])
             let id = event.scalar!
             let fanned = try connection.query("SELECT count(*) FROM webhook_deliveries WHERE event_id = $1", [id])
-            return [id, fanned.scalar]
+            let why = fanned.scalar == "0"
+                ? try connection.query("SELECT herald_why_no_deliveries($1, $2::uuid)", [eventType, organization]).scalar
+                : nil
+            return [id, fanned.scalar, why]
         }
         print("event \(row[0]!) fanned out to \(row[1] ?? "0") deliveries")
+        if let why = row[2] { print("why 0: \(why)") }
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HeraldCore
 import HeraldPostgres
+import HeraldWorker
 import Logging
 
 /// The `herald` command: a thin layer of argument parsing over the library targets.
@@ -14,11 +15,12 @@ struct Herald: ParsableCommand {
             Applications INSERT events into webhook_events in their own transactions; Herald fans them out to \
             every subscribed webhook config and delivers them, signed, with retries and a log of every attempt.
 
-            Start with `herald migrate`, then run one or more `herald work` processes.
+            Start with `herald migrate`, then run one or more `herald work` processes. On your own machine, \
+            scripts/run does both; `herald receive` is a receiver to try it with.
             """,
         version: HeraldVersion.current,
         subcommands: [Migrate.self, Work.self, Emit.self, ConfigCommand.self, TestEvent.self, Logs.self, Deliveries.self,
-                      Show.self, Replay.self, Stats.self, Prune.self])
+                      Show.self, Retry.self, Replay.self, Stats.self, Prune.self, EventTypes.self, Receive.self])
 
     /// As argument-parser's, except that a database error is printed through `CommandFailure` (its generic
     /// description, control characters neutralized) rather than as it comes.
@@ -45,8 +47,7 @@ struct DatabaseOptions: ParsableArguments {
         if let fromEnvironment = ProcessInfo.processInfo.environment["DATABASE_URL"], !fromEnvironment.isEmpty {
             return fromEnvironment
         }
-        throw CommandFailure(
-            "no database: set DATABASE_URL or pass --database-url postgresql://user:password@host:port/database")
+        throw CommandFailure(WorkerConfiguration.missingDatabase)
     }
 
     func connect() throws -> PostgresConnection {

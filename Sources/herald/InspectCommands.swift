@@ -6,6 +6,7 @@ import HeraldPostgres
 /// The filters `herald logs` and `herald deliveries` share.
 struct Filters: ParsableArguments {
     @Option(help: "Config id or name.") var config: String?
+    @OptionGroup var scope: OrganizationOption
     @Option(name: .customLong("event-type"), help: "Event type, e.g. contact.created.") var eventType: String?
     @Option(help: "Delivery id (the X-Webhook-Id header).") var delivery: String?
     @Option(help: "Event id.") var event: String?
@@ -24,6 +25,9 @@ struct Filters: ParsableArguments {
         if let delivery { _ = try requireUUID("--delivery", delivery) }
         if let event { _ = try requireUUID("--event", event) }
         if limit < 1 { throw CommandFailure("--limit must be at least 1") }
+        if scope.organization != nil && config == nil {
+            throw CommandFailure("--org picks the organization of the --config NAME: give --config too")
+        }
         _ = try timeBound("--since", since)
     }
 
@@ -38,7 +42,7 @@ struct Filters: ParsableArguments {
             parameters.append(value)
             clauses.append(template.replacingOccurrences(of: "?", with: "$\(parameters.count)"))
         }
-        if let config { add("\(configColumn) = ?::uuid", try resolveConfig(config, on: connection)) }
+        if let config { add("\(configColumn) = ?::uuid", try resolveConfig(config, organization: scope.organization, on: connection)) }
         if let eventType { add("\(typeColumn) = ?", eventType) }
         if let delivery { add("\(deliveryColumn) = ?::uuid", delivery) }
         if let event { add("\(eventColumn) = ?::uuid", event) }
@@ -75,11 +79,11 @@ struct Logs: ParsableCommand {
         let columns = filters.json
             ? """
               l.id, l.created_at AS time, l.delivery_id, l.event_id, l.config_id, c.name AS config, l.event_type,
-              l.attempt, l.outcome, l.response_status, l.duration_ms, l.error, l.response_body, l.worker
+              l.replay, l.attempt, l.outcome, l.response_status, l.duration_ms, l.error, l.response_body, l.worker
               """
             : """
               to_char(l.created_at, 'YYYY-MM-DD HH24:MI:SS') AS time, l.delivery_id AS delivery, c.name AS config,
-              l.event_type AS event, l.attempt, l.outcome, l.response_status AS http, l.duration_ms AS ms,
+              l.event_type AS event, l.replay, l.attempt, l.outcome, l.response_status AS http, l.duration_ms AS ms,
               coalesce(l.error, left(l.response_body, 60)) AS detail
               """
         let sql = """
@@ -167,8 +171,8 @@ struct Show: ParsableCommand {
             throw CommandFailure("no delivery \(id) (it may have been pruned; webhook_logs still holds its attempts: herald logs --delivery \(id))")
         }
         let attemptsSQL = """
-            SELECT attempt, to_char(created_at, 'YYYY-MM-DD HH24:MI:SS.MS') AS time, outcome,
-                   response_status AS http, duration_ms AS ms, error, left(response_body, 200) AS response, worker
+            SELECT replay, attempt, to_char(created_at, 'YYYY-MM-DD HH24:MI:SS.MS') AS time, outcome,
+                   response_status AS http, duration_ms AS ms, worker, left(response_body, 200) AS response, error
               FROM webhook_logs WHERE delivery_id = $1 ORDER BY id
             """
         if json {
@@ -188,6 +192,9 @@ struct Show: ParsableCommand {
         print()
         let attempts = try connection.query(attemptsSQL, [id])
         Output.table(attempts, json: false, empty: "no attempts yet")
+        if value("replay_count") != "0" {
+            print("(REPLAY 0 is the first cycle; each replay numbers its attempts from 1 again, as X-Webhook-Attempt does)")
+        }
         print()
         switch value("status") {
         case "delivered": print("delivered at \(value("completed_at"))")
@@ -220,9 +227,7 @@ struct Stats: ParsableCommand {
             return
         }
         let totals = try connection.query("SELECT * FROM webhook_delivery_stats")
-        for (column, value) in zip(totals.columns, totals.rows[0]) {
-            print("\(column.padding(toLength: 19, withPad: " ", startingAt: 0)) \(value ?? "-")")
-        }
+        Output.fields(totals.columns, totals.rows[0])
         print()
         Output.table(try connection.query("""
             SELECT name AS config, CASE WHEN is_active THEN 'active' ELSE 'disabled' END AS state, attempts_24h,

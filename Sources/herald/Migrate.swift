@@ -18,6 +18,11 @@ struct Migrate: ParsableCommand {
         let migrator = try Migrator(directory: directory)
         let connection = try database.connect()
         let applied = try migrator.migrate(connection)
+        // What a migration said with RAISE NOTICE (SQLSTATE 00000), e.g. the configs sql/009 renamed; not the
+        // server's own chatter ("relation already exists, skipping").
+        for notice in connection.takeNotices() where notice.sqlState == "00000" {
+            print("notice: \(notice.message)")
+        }
         for migration in try migrator.changedSinceApplied(connection) {
             print("warning: \(migration.name).sql changed after this database applied it; the database keeps the old version (add a new numbered migration instead of editing an applied one)")
         }

@@ -14,11 +14,12 @@ struct TestEvent: ParsableCommand {
             """)
     @OptionGroup var database: DatabaseOptions
     @Argument(help: "Config id or name.") var config: String
+    @OptionGroup var scope: OrganizationOption
     @Option(help: "Seconds to wait for the outcome (default: the 5 s request timeout plus 10 s).") var wait: Double = 15
 
     func run() throws {
         let connection = try database.connect()
-        let configID = try resolveConfig(config, on: connection)
+        let configID = try resolveConfig(config, organization: scope.organization, on: connection)
         let row = try connection.query("SELECT is_active, url, organization_id FROM webhook_configs WHERE id = $1",
                                        [configID]).rows[0]
         guard row[0] == "t" else {

@@ -32,13 +32,22 @@ final class Fixture {
         database.drop()
     }
 
+    /// Unnamed configs added so far: names are unique per organization (sql/009), so each gets its own.
+    private var unnamed = 0
+
+    /// Adds a config; without a name: "endpoint", then "endpoint 2", "endpoint 3", …
     @discardableResult
-    func addConfig(name: String = "endpoint", url: String, events: String = "{*}", secret: String? = nil,
+    func addConfig(name: String? = nil, url: String, events: String = "{*}", secret: String? = nil,
                    organization: String? = nil, active: Bool = true, maxAttempts: Int? = nil) throws -> String {
         try connection.query("""
             INSERT INTO webhook_configs (name, url, events, secret, organization_id, is_active, max_attempts)
             VALUES ($1, $2, $3::text[], $4, $5::uuid, $6, $7::integer) RETURNING id
-            """, [name, url, events, secret, organization, active ? "true" : "false", maxAttempts.map(String.init)]).scalar!
+            """, [name ?? nextName(), url, events, secret, organization, active ? "true" : "false", maxAttempts.map(String.init)]).scalar!
+    }
+
+    private func nextName() -> String {
+        unnamed += 1
+        return unnamed == 1 ? "endpoint" : "endpoint \(unnamed)"
     }
 
     /// Emits an event the way an application does: one plain INSERT.

@@ -30,7 +30,8 @@ import Testing
     @Test func migrateReportsAMissingDatabaseClearly() throws {
         let result = try HeraldProcess.run(["migrate"])
         #expect(result.status != 0)
-        #expect(result.output.contains("set DATABASE_URL or pass --database-url"))
+        #expect(result.output.contains("no database: set DATABASE_URL"), "\(result.output)")
+        #expect(result.output.contains("scripts/run") && result.output.contains("or pass --database-url"), "\(result.output)")
     }
 
     @Test func catalogueHoldsExactlyTheEighteenTypes() throws {
