@@ -57,29 +57,8 @@ CREATE INDEX webhook_deliveries_due_first ON webhook_deliveries (config_id, next
 CREATE INDEX webhook_deliveries_due_retry ON webhook_deliveries (config_id, next_attempt_at)
     WHERE status = 'pending' AND lease_token IS NULL AND attempts > 0 AND NOT ordering_blocked;
 
--- Fan-out (sql/003), now copying the key and the event order for ordered configs.
-CREATE OR REPLACE FUNCTION herald_fan_out() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF current_setting('herald.fan_out', true) = 'off' THEN
-        RETURN NULL;
-    END IF;
-    INSERT INTO webhook_deliveries (event_id, config_id, next_attempt_at, ordering_key, event_seq, ordering_blocked)
-    SELECT e.id, c.id, now(),
-           CASE WHEN c.ordering = 'key' THEN e.ordering_key END,
-           CASE WHEN c.ordering = 'key' AND e.ordering_key IS NOT NULL THEN e.event_seq END,
-           c.ordering = 'key' AND e.ordering_key IS NOT NULL
-      FROM new_events e
-      JOIN webhook_configs c
-        ON c.is_active
-       AND c.organization_id IS NOT DISTINCT FROM e.organization_id   -- never across organizations
-       AND (e.event_type = ANY (c.events) OR '*' = ANY (c.events));
-    IF FOUND THEN
-        PERFORM pg_notify('herald_deliveries', '');
-    END IF;
-    RETURN NULL;
-END
-$$;
+-- The fan-out trigger copies ordering_key and event_seq to deliveries of ordered configs and creates them blocked:
+-- its current definition is in sql/009 (which also says why an event fanned out to nothing).
 
 -- Turning ordering off releases what waits behind heads; turning it on applies to new events.
 CREATE FUNCTION herald_config_ordering_changed() RETURNS trigger

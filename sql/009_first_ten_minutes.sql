@@ -104,8 +104,13 @@ BEGIN
     IF current_setting('herald.fan_out', true) = 'off' THEN
         RETURN NULL;
     END IF;
-    INSERT INTO webhook_deliveries (event_id, config_id, next_attempt_at)
-    SELECT e.id, c.id, now()
+    -- Ordered configs (sql/007) get the event's key and order, and the delivery starts blocked: the claim makes
+    -- the oldest of each key its head.
+    INSERT INTO webhook_deliveries (event_id, config_id, next_attempt_at, ordering_key, event_seq, ordering_blocked)
+    SELECT e.id, c.id, now(),
+           CASE WHEN c.ordering = 'key' THEN e.ordering_key END,
+           CASE WHEN c.ordering = 'key' AND e.ordering_key IS NOT NULL THEN e.event_seq END,
+           c.ordering = 'key' AND e.ordering_key IS NOT NULL
       FROM new_events e
       JOIN webhook_configs c
         ON c.is_active
@@ -186,8 +191,3 @@ LANGUAGE sql STABLE AS $$
      LIMIT p_limit
 $$;
 
--- ---------------------------------------------------------------------------------------------------------
--- Until sql/007 carries it (the replay number of each attempt, written by herald_complete): the column the
--- CLI reads. A no-op where it exists already.
--- ---------------------------------------------------------------------------------------------------------
-ALTER TABLE webhook_logs ADD COLUMN IF NOT EXISTS replay integer NOT NULL DEFAULT 0;
