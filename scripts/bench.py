@@ -43,8 +43,8 @@ BENCH = os.path.join(ROOT, ".bench")
 BIN = os.environ.get("HERALD_BENCH_BIN", os.path.join(ROOT, ".build/release"))
 DRAIN_TIMEOUT = [1800]  # seconds; --drain-timeout
 METRICS_OFF = [False]  # --metrics-off
-SCENARIOS = ["hot", "many-configs", "slow", "https", "limited", "chaos", "drain", "naive", "latency", "memory",
-             "backlog"]
+SCENARIOS = ["hot", "many-configs", "slow", "https", "limited", "chaos", "ordering", "drain", "naive", "latency",
+             "memory", "backlog"]
 
 
 def log(message):
@@ -205,6 +205,37 @@ def hot(pg, receiver_url, events, payload, workers):
     lifted = run_drain(pg, events, workers, "hot, max_in_flight 5000")
     log(f"    {lifted['per_second']:,}/s")
     return [at_defaults, lifted]
+
+
+# --- ordering: ordered delivery per key (issue 13) ----------------------------------------------------------------
+
+def ordering(pg, receiver_url, keys, per_key, single_key_events, payload, workers):
+    """The same events to one config with ordering = 'none', then 'key': `keys` keys × `per_key` events, inserted
+    interleaved; then one key alone, bounded by one request at a time."""
+    pad = max(0, payload - 60)
+    runs = []
+    for mode, label in (("none", "ordering: unordered config"), ("key", "ordering: ordered config")):
+        truncate(pg)
+        pg.sql(f"INSERT INTO webhook_configs (name, url, events, secret, ordering) "
+               f"VALUES ('ordering', '{receiver_url}', '{{*}}', 'bench-secret', '{mode}')")
+        pg.sql(f"INSERT INTO webhook_events (event_type, data, ordering_key) SELECT 'contact.updated', "
+               f"jsonb_build_object('n', n, 'text', repeat('x', {pad})), 'contact:' || k "
+               f"FROM generate_series(1, {per_key}) n, generate_series(1, {keys}) k ORDER BY n, k")
+        pg.sql("VACUUM ANALYZE webhook_deliveries")
+        log(f"  {label}: {keys:,} keys x {per_key} events, {workers} workers")
+        run = run_drain(pg, keys * per_key, workers, f"{label}, {keys:,} keys x {per_key}")
+        log(f"    {run['per_second']:,}/s")
+        runs.append(run)
+    truncate(pg)
+    pg.sql(f"INSERT INTO webhook_configs (name, url, events, secret, ordering) "
+           f"VALUES ('ordering', '{receiver_url}', '{{*}}', 'bench-secret', 'key')")
+    pg.sql(f"INSERT INTO webhook_events (event_type, data, ordering_key) SELECT 'contact.updated', "
+           f"jsonb_build_object('n', n), 'contact:1' FROM generate_series(1, {single_key_events}) n ORDER BY n")
+    log(f"  ordering: one key, {single_key_events:,} events (one request at a time), {workers} workers")
+    run = run_drain(pg, single_key_events, workers, f"ordering: one key x {single_key_events:,}")
+    log(f"    {run['per_second']:,}/s")
+    runs.append(run)
+    return runs
 
 
 # --- many-configs: 100,000 configs, 1,000 active, Zipf ---------------------------------------------------------
@@ -470,6 +501,10 @@ def main():
                              "which also samples the backlog every 5 s)")
     group = parser.add_argument_group("hot")
     group.add_argument("--hot-events", type=int, default=20_000, help="default 20,000")
+    group = parser.add_argument_group("ordering")
+    group.add_argument("--ordering-keys", type=int, default=1_000, help="default 1,000")
+    group.add_argument("--ordering-per-key", type=int, default=20, help="default 20")
+    group.add_argument("--ordering-single", type=int, default=2_000, help="events of the one-key run (default 2,000)")
     group = parser.add_argument_group("many-configs")
     group.add_argument("--configs", type=int, default=100_000, help="configs present (default 100,000)")
     group.add_argument("--active-configs", type=int, default=1_000, help="of which receive events (default 1,000)")
@@ -510,6 +545,7 @@ def main():
     if args.quick:
         # Small enough for scripts/test; every scenario still runs and prints its rows. Nothing is timed.
         args.hot_events = 500
+        args.ordering_keys, args.ordering_per_key, args.ordering_single = 50, 4, 50
         args.configs, args.active_configs, args.many_events = 10_000, 100, 300
         args.slow_deliveries, args.https_deliveries = 1_000, 1_000
         args.limited_seconds, args.limited_warmup = 4, 1
@@ -553,6 +589,10 @@ def main():
         if "hot" in scenarios:
             log(f"hot: one endpoint created with `herald config create`, {args.hot_events:,} events")
             runs.extend(hot(pg, nginx.url, args.hot_events, args.payload, k))
+        if "ordering" in scenarios:
+            log(f"ordering: {args.ordering_keys:,} keys x {args.ordering_per_key} events, ordered vs unordered")
+            runs.extend(ordering(pg, nginx.url, args.ordering_keys, args.ordering_per_key, args.ordering_single,
+                                 args.payload, k))
         if "many-configs" in scenarios:
             log(f"many-configs: {args.configs:,} configs, {args.active_configs:,} of them receiving events")
             runs.extend(many_configs(pg, nginx.url, args.configs, args.active_configs, args.many_events,
@@ -709,6 +749,13 @@ def report(results, best):
                f"{r['per_second']:,}/s = {r['share_of_capacity']:.0%}", r["share_of_capacity"] >= 0.8)
         target(f"limited receiver N={r['limit']}: < 5 % timed out after the first {r['warmup_seconds']} s",
                f"{r['timed_out_share']:.1%}", r["timed_out_share"] < 0.05)
+    ordering_runs = find(runs, "ordering")
+    if len(ordering_runs) == 3:
+        unordered, ordered, single = ordering_runs
+        ratio = ordered["per_second"] / unordered["per_second"]
+        lines.append(f"| ordered / unordered config, many keys (issue 13: ≥ 0.50) | {ordered['per_second']:,} / "
+                     f"{unordered['per_second']:,} = {ratio:.2f} | {'met' if ratio >= 0.5 else 'not met'} |")
+        lines.append(f"| one ordering key: one request at a time (report) | {single['per_second']:,}/s | - |")
     drain_runs = {r["workers"]: r for r in runs if r["scenario"] == "drain"}
     naive_run = next((r for r in runs if r["scenario"] == "naive baseline"), None)
     backlog = next((r for r in runs if r["scenario"] == "drain with backlog"), None)

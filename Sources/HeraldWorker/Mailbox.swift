@@ -22,14 +22,16 @@ final class Mailbox: @unchecked Sendable {
     func post(_ record: AttemptRecord) {
         condition.lock()
         records.append(record)
-        condition.signal()
+        // broadcast, not signal: the heartbeat thread sleeps on this condition too (waitForStop), and a signal
+        // that woke it instead of the dispatcher left a result unseen until the dispatcher's next deadline.
+        condition.broadcast()
         condition.unlock()
     }
 
     func wake() {
         condition.lock()
         woken = true
-        condition.signal()
+        condition.broadcast()
         condition.unlock()
     }
 
