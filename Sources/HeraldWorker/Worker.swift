@@ -149,8 +149,9 @@ public final class Worker: Sendable {
                     guard let current = store else { continue }
                     let released = try current.rescue(releasingOwnLeases: true)
                     if released > 0 {
-                        logger.notice("released leases an earlier run under this worker id left behind",
-                                      metadata: ["deliveries": "\(released)", "worker": "\(configuration.workerID)"])
+                        logger.notice(
+                            "took back leases left by an earlier run under this id, or by workers whose heartbeat stopped",
+                            metadata: ["deliveries": "\(released)", "worker": "\(configuration.workerID)"])
                     }
                     machine.releasedOwnLeases()
 
