@@ -2,8 +2,9 @@
 -- per endpoint; an adaptive in-flight limit per endpoint; health bookkeeping that never waits on a lock;
 -- dead workers' leases freed from their heartbeats; late results applied when nobody took the delivery over.
 --
--- This file replaces the three protocol functions of sql/004. Read it top to bottom: signals, then the claim,
--- then complete and rescue. The "Concurrency" section of docs/ARCHITECTURE.md has the lock table.
+-- This file replaces the three protocol functions of sql/004. Read it top to bottom: ordered delivery's columns,
+-- signals, the adaptive limit, THE CLAIM QUERY, then complete, rescue and the read-only helpers (reconcile,
+-- backlog, endpoints under pressure). The "Concurrency" section of docs/ARCHITECTURE.md has the lock table.
 --
 -- LOCKS, in the only order any protocol function takes them (so none can wait on another in a cycle):
 --   1. a per-endpoint advisory lock, try-only  (herald_claim)          never waits
