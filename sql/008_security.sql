@@ -109,6 +109,18 @@ CREATE TRIGGER webhook_configs_scope_changed
     EXECUTE FUNCTION herald_config_scope_changed();
 
 -- ---------------------------------------------------------------------------------------------------------
+-- What a config may receive today: an event of its own organization, of a type it subscribes to (or the test
+-- event). One definition for bulk replay, its dry run and `herald replay --dry-run`'s list (sql/009).
+-- ---------------------------------------------------------------------------------------------------------
+CREATE FUNCTION herald_config_may_receive(p_event_organization uuid, p_event_type text,
+                                          p_config_organization uuid, p_config_events text[])
+RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT p_event_organization IS NOT DISTINCT FROM p_config_organization
+       AND (p_event_type = 'webhook.test' OR p_event_type = ANY (p_config_events) OR '*' = ANY (p_config_events))
+$$;
+
+-- ---------------------------------------------------------------------------------------------------------
 -- Replay: only what the config may receive today. herald_replay refuses the whole call and names the
 -- deliveries; herald_replay_matching skips them (its dry run counts only what it would replay, and says in a
 -- NOTICE how many it leaves out).
@@ -187,12 +199,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF p_dry_run THEN
-        SELECT count(*) FILTER (WHERE e.organization_id IS NOT DISTINCT FROM c.organization_id
-                                  AND (e.event_type = 'webhook.test' OR e.event_type = ANY (c.events)
-                                       OR '*' = ANY (c.events))),
-               count(*) FILTER (WHERE NOT (e.organization_id IS NOT DISTINCT FROM c.organization_id
-                                  AND (e.event_type = 'webhook.test' OR e.event_type = ANY (c.events)
-                                       OR '*' = ANY (c.events))))
+        SELECT count(*) FILTER (WHERE herald_config_may_receive(e.organization_id, e.event_type,
+                                                                c.organization_id, c.events)),
+               count(*) FILTER (WHERE NOT herald_config_may_receive(e.organization_id, e.event_type,
+                                                                    c.organization_id, c.events))
           INTO affected, skipped
           FROM webhook_deliveries d
           JOIN webhook_events e ON e.id = d.event_id
@@ -218,8 +228,7 @@ BEGIN
            AND (p_since IS NULL OR d.completed_at >= p_since)
            AND (p_until IS NULL OR d.completed_at < p_until)
            -- Never across organizations, never a type the config no longer subscribes to.
-           AND e.organization_id IS NOT DISTINCT FROM c.organization_id
-           AND (e.event_type = 'webhook.test' OR e.event_type = ANY (c.events) OR '*' = ANY (c.events))
+           AND herald_config_may_receive(e.organization_id, e.event_type, c.organization_id, c.events)
          ORDER BY d.completed_at
          LIMIT p_limit
            FOR UPDATE OF d SKIP LOCKED

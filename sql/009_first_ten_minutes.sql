@@ -185,8 +185,7 @@ LANGUAGE sql STABLE AS $$
        AND (p_event_type IS NULL OR e.event_type = p_event_type)
        AND (p_since IS NULL OR d.completed_at >= p_since)
        AND (p_until IS NULL OR d.completed_at < p_until)
-       AND e.organization_id IS NOT DISTINCT FROM c.organization_id
-       AND (e.event_type = 'webhook.test' OR e.event_type = ANY (c.events) OR '*' = ANY (c.events))
+       AND herald_config_may_receive(e.organization_id, e.event_type, c.organization_id, c.events)
      ORDER BY d.completed_at, d.id
      LIMIT p_limit
 $$;
