@@ -37,30 +37,15 @@ final class MetricsServer: Sendable {
         guard parts.count == 2, let port = UInt16(parts[1]) else {
             throw CommandFailure("HERALD_METRICS_ADDR=\(address) is not host:port (e.g. 127.0.0.1:9464), or off")
         }
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard fd >= 0 else { throw CommandFailure("cannot create a socket for /metrics (errno \(errno))") }
-        var yes: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
-        var socketAddress = sockaddr_in()
-        socketAddress.sin_family = sa_family_t(AF_INET)
-        socketAddress.sin_port = port.bigEndian
-        guard inet_pton(AF_INET, String(parts[0]), &socketAddress.sin_addr) == 1 else {
-            close(fd)
+        do {
+            let socket = try ListeningSocket(host: String(parts[0]), port: port, nonBlocking: true)
+            self.port = socket.port
+            listener = socket.descriptor
+        } catch .notIPv4 {
             throw CommandFailure("HERALD_METRICS_ADDR=\(address): '\(parts[0])' is not an IPv4 address")
+        } catch let .system(code) {
+            throw CommandFailure("cannot listen on \(address) for /metrics (errno \(code)); set HERALD_METRICS_ADDR to a free port or off")
         }
-        let bound = withUnsafePointer(to: &socketAddress) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard bound == 0, listen(fd, 128) == 0 else {
-            close(fd)
-            throw CommandFailure("cannot listen on \(address) for /metrics (errno \(errno)); set HERALD_METRICS_ADDR to a free port or off")
-        }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &socketAddress) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        self.port = Int(UInt16(bigEndian: socketAddress.sin_port))
-        listener = fd
         self.registry = registry
         self.isHealthy = isHealthy
         let thread = Thread { [self] in self.serve() }

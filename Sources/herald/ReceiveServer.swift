@@ -41,28 +41,16 @@ final class ReceiveServer: Sendable {
 
     init(port: Int, settings: Settings) throws {
         self.settings = settings
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw CommandFailure("cannot create a socket (errno \(errno))") }
-        var yes: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = UInt16(port).bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard bound == 0, listen(fd, 128) == 0 else {
-            let reason = errno == EADDRINUSE ? "it is taken (another herald receive?)" : "errno \(errno)"
-            close(fd)
+        do {
+            let socket = try ListeningSocket(host: "127.0.0.1", port: UInt16(port))
+            self.port = socket.port
+            listener = socket.descriptor
+        } catch {
+            // The host is a literal, so only the system can refuse: say why, and what to do.
+            let code = if case let .system(code) = error { code } else { Int32(0) }
+            let reason = code == EADDRINUSE ? "it is taken (another herald receive?)" : "errno \(code)"
             throw CommandFailure("cannot listen on 127.0.0.1:\(port): \(reason); choose another with --port")
         }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        self.port = Int(UInt16(bigEndian: address.sin_port))
-        listener = fd
     }
 
     /// Accepts connections until the process ends.
