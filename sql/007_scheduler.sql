@@ -271,7 +271,7 @@ $$;
 DROP FUNCTION herald_claim(integer, interval, text, integer, integer);
 CREATE FUNCTION herald_claim(p_limit integer, p_lease interval, p_worker text,
                              p_endpoint_concurrency integer DEFAULT 50, p_circuit_threshold integer DEFAULT 10,
-                             p_default_max_attempts integer DEFAULT 5,
+                             p_default_max_attempts integer DEFAULT 10,  -- HERALD_MAX_ATTEMPTS's default
                              p_circuit_cooldown interval DEFAULT '30 seconds',
                              p_disable_after interval DEFAULT '5 days')
 RETURNS TABLE (
