@@ -11,6 +11,8 @@ Scenarios (--scenario NAME, repeatable; all of them by default), each against on
 workers and receivers sharing this machine:
   hot           one endpoint created with `herald config create`, N events, 2 workers; then the same with the
                 config's max_in_flight lifted to 5000, for the ratio
+  cost          what one delivery writes (issue 11): a drain to one endpoint at defaults, with WAL bytes, full-page
+                images and records, table and index growth, HOT updates and PostgreSQL CPU, per delivery
   many-configs  100,000 configs of which 1,000 receive events (Zipf over the 1,000), vs only the 1,000 present
   slow          nginx (echo module) answering after 50 ms and after 200 ms, over 100 endpoints; rate and peak RSS
   https         100 endpoints on an nginx TLS receiver (self-signed certificate, HERALD_CA_FILE), vs plain HTTP
@@ -21,6 +23,8 @@ workers and receivers sharing this machine:
   latency       a producer (pgbench, one INSERT per transaction) at fixed rates; occurred_at -> nginx receipt
   memory        peak RSS of one worker holding 1,000 requests in flight (sets HERALD_CONCURRENCY: its subject)
   backlog       drain again with 1,000,000 not-yet-due deliveries and 5,000,000 webhook_logs rows present
+  --soak MIN    (only when asked) steady offered load for MIN minutes with retention short (issue 11): delivered
+                per minute, table and index sizes, dead rows and log partitions over time
 Standard library only; it talks to PostgreSQL through psql and pgbench.
 """
 import argparse
@@ -43,7 +47,7 @@ BENCH = os.path.join(ROOT, ".bench")
 BIN = os.environ.get("HERALD_BENCH_BIN", os.path.join(ROOT, ".build/release"))
 DRAIN_TIMEOUT = [1800]  # seconds; --drain-timeout
 METRICS_OFF = [False]  # --metrics-off
-SCENARIOS = ["hot", "many-configs", "slow", "https", "limited", "chaos", "ordering", "drain", "naive", "latency",
+SCENARIOS = ["hot", "cost", "many-configs", "slow", "https", "limited", "chaos", "ordering", "drain", "naive", "latency",
              "memory", "backlog"]
 
 
@@ -180,7 +184,7 @@ def run_drain(pg, expected, workers, label, concurrency=None, extra=None, remain
         "scenario": label, "workers": workers, "concurrency": concurrency or "default", "deliveries": expected,
         "seconds": round(elapsed, 2), "per_second": round(expected / elapsed),
         "worker_cpu_s_per_10k": round(worker_cpu / expected * 10000, 2),
-        "postgres_cpu_share": round(pg_cpu / (elapsed * os.cpu_count()), 2),
+        "postgres_cpu_share": round(pg_cpu / (elapsed * os.cpu_count()), 2), "postgres_cpu_s": round(pg_cpu, 3),
         "peak_rss_mib": round(worker_rss / 2**20, 1),
     }
 
@@ -205,6 +209,67 @@ def hot(pg, receiver_url, events, payload, workers):
     lifted = run_drain(pg, events, workers, "hot, max_in_flight 5000")
     log(f"    {lifted['per_second']:,}/s")
     return [at_defaults, lifted]
+
+
+# --- cost: what one delivery writes (issue 11) ----------------------------------------------------------------
+
+COST_TABLES = ["webhook_deliveries", "webhook_logs", "herald_endpoint_signals", "webhook_events"]
+
+
+def table_bytes(pg, table):
+    """Heap + indexes + TOAST of a table, summed over its partitions when it has any."""
+    return pg.scalar(f"SELECT coalesce(sum(pg_total_relation_size(r)), 0)::bigint FROM "
+                     f"(SELECT relid AS r FROM pg_partition_tree('{table}') UNION SELECT '{table}'::regclass) t")
+
+
+def write_counters(pg):
+    time.sleep(1.2)  # backends report table and WAL statistics at most once a second
+    row = pg.sql("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, wal_records, wal_fpi, pg_current_wal_lsn() "
+                 "FROM pg_stat_wal").split("|")
+    counters = {"wal_bytes": int(float(row[0])), "wal_records": int(row[1]), "wal_fpi": int(row[2]), "lsn": row[3]}
+    for table in COST_TABLES:
+        counters[f"{table}_bytes"] = table_bytes(pg, table)
+    upd = pg.sql("SELECT coalesce(sum(n_tup_upd), 0), coalesce(sum(n_tup_hot_upd), 0) FROM pg_stat_user_tables "
+                 "WHERE relname = 'webhook_deliveries'").split("|")
+    counters["deliveries_updates"], counters["deliveries_hot_updates"] = int(upd[0]), int(upd[1])
+    return counters
+
+
+def cost(pg, receiver_url, events, payload, workers):
+    """A drain of `events` events to one endpoint created with `herald config create`, at defaults. Counted from
+    after the INSERT and its fan-out (the application's part) to the end of the drain, following a CHECKPOINT
+    as any steady state does every few minutes: full-page images are part of what a delivery costs."""
+    truncate(pg)
+    subprocess.run([os.path.join(BIN, "herald"), "config", "create", "--database-url", pg.url, "--name", "cost",
+                    "--url", receiver_url, "--events", "*", "--secret", "bench-secret-cost"],
+                   check=True, capture_output=True)
+    insert_events(pg, events, payload)
+    pg.sql("CHECKPOINT")
+    before = write_counters(pg)
+    run = run_drain(pg, events, workers, "cost: drain to one endpoint")
+    after = write_counters(pg)
+    pg_cpu = run["postgres_cpu_s"]
+    delta = {k: after[k] - before[k] for k in after if k != "lsn"}
+    # Which records the bytes are (pg_waldump's own summary), for the write-up in docs/PERFORMANCE.md.
+    dump = subprocess.run([pg_bin("pg_waldump"), "-p", os.path.join(pg.directory, "data", "pg_wal"), "-s",
+                           before["lsn"], "-e", after["lsn"], "--stats=record"], capture_output=True, text=True)
+    top = sorted((l for l in dump.stdout.splitlines()[2:] if "/" in l.split()[0:1][0] if l.split()),
+                 key=lambda l: -float(l.split()[-2]) if l.split()[-2].replace(".", "").isdigit() else 0)
+    run["wal_top_records"] = top[:12]
+    log("\n".join(["    WAL by record type (pg_waldump --stats=record):"] + ["      " + l for l in top[:12]]))
+    n = events
+    run.update({
+        "wal_bytes_per_delivery": round(delta["wal_bytes"] / n), "wal_records_per_delivery": round(delta["wal_records"] / n, 1),
+        "wal_fpi_per_1k": round(delta["wal_fpi"] / n * 1000, 1),
+        "postgres_cpu_us_per_delivery": round(pg_cpu / n * 1e6),
+        "hot_update_share": round(delta["deliveries_hot_updates"] / max(delta["deliveries_updates"], 1), 3),
+        "deliveries_updates_per_delivery": round(delta["deliveries_updates"] / n, 2),
+        "growth_bytes_per_delivery": {t: round(delta[f"{t}_bytes"] / n) for t in COST_TABLES},
+        "log_row_bytes": pg.scalar("SELECT coalesce(avg(pg_column_size(l.*)), 0)::int FROM webhook_logs l"),
+    })
+    log(f"    {run['per_second']:,}/s, {run['wal_bytes_per_delivery']:,} WAL bytes and "
+        f"{run['postgres_cpu_us_per_delivery']} µs PostgreSQL CPU per delivery")
+    return [run]
 
 
 # --- ordering: ordered delivery per key (issue 13) ----------------------------------------------------------------
@@ -437,6 +502,92 @@ def latency(pg, nginx, rate, seconds, workers, concurrency):
             "max_ms": round(samples[-1], 1)}
 
 
+# --- soak: months of operation squeezed into minutes (issue 11) -------------------------------------------------
+
+SOAK_TABLES = ["webhook_deliveries", "webhook_events", "webhook_logs", "herald_endpoint_signals", "webhook_configs"]
+
+
+def soak_sample(pg):
+    sample = {"at": time.time()}
+    for table in SOAK_TABLES:
+        row = pg.sql(f"SELECT coalesce(sum(pg_relation_size(r)), 0), coalesce(sum(pg_indexes_size(r)), 0), "
+                     f"coalesce(sum(s.n_dead_tup), 0), coalesce(sum(s.n_live_tup), 0) "
+                     f"FROM (SELECT relid AS r FROM pg_partition_tree('{table}') UNION SELECT '{table}'::regclass) t "
+                     f"LEFT JOIN pg_stat_user_tables s ON s.relid = t.r").split("|")
+        sample[table] = {"heap_mib": round(int(row[0]) / 2**20, 1), "index_mib": round(int(row[1]) / 2**20, 1),
+                         "dead_rows": int(row[2]), "live_rows": int(row[3])}
+    sample["log_partitions"] = pg.scalar("SELECT count(*) FROM herald_log_partitions WHERE upper_bound <= now()")
+    sample["oldest_log"] = pg.sql("SELECT coalesce(extract(epoch FROM now() - min(lower_bound))::int, 0) "
+                                  "FROM herald_log_partitions WHERE lower_bound > '-infinity'")
+    sample["pending"] = pg.scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
+    return sample
+
+
+def soak(pg, nginx, minutes, rate, workers, payload):
+    """One endpoint as a user creates it, `rate` events/s offered by pgbench (one INSERT per transaction) for
+    `minutes`, 2 workers at defaults but for the two settings this scenario is about: HERALD_RETENTION=2m and
+    1-minute webhook_logs partitions (`herald migrate --log-partition-interval 1m`), so that retention cuts
+    happen every minute of the run instead of once a day."""
+    truncate(pg)
+    # Minute partitions from this minute on: the (empty) daily partition holding today goes first.
+    for name in pg.sql("SELECT partition FROM herald_log_partitions").split():
+        pg.sql(f"DROP TABLE {name}")
+    subprocess.run([os.path.join(BIN, "herald"), "migrate", "--database-url", pg.url, "--sql-dir",
+                    os.path.join(ROOT, "sql"), "--log-partition-interval", "1m"], check=True, capture_output=True)
+    subprocess.run([os.path.join(BIN, "herald"), "config", "create", "--database-url", pg.url, "--name", "soak",
+                    "--url", nginx.url, "--events", "*", "--secret", "bench-secret-soak"],
+                   check=True, capture_output=True)
+    log(f"  settings: HERALD_RETENTION=2m and 1-minute log partitions (what this scenario is about), "
+        f"{rate:,} events/s offered for {minutes} min, {workers} workers")
+    script = os.path.join(BENCH, "soak.sql")
+    with open(script, "w") as f:
+        f.write("INSERT INTO webhook_events (event_type, data) VALUES ('contact.created', "
+                f"jsonb_build_object('id', gen_random_uuid(), 'text', repeat('x', {max(0, payload - 60)})));\n")
+    procs = start_workers(pg, workers, extra={"HERALD_RETENTION": "2m"})
+    log_offset = nginx.offset()
+    producer = subprocess.Popen([pg_bin("pgbench"), "-n", "-f", script, "-R", str(rate), "-T", str(minutes * 60),
+                                 "-c", "4", "-j", "2", "-h", "127.0.0.1", "-p", pg.port, "-U", "herald", "herald"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=pg.env, text=True)
+    samples = []
+    started = time.time()
+    cpu_before = pg.cpu_seconds()
+    try:
+        for minute in range(1, minutes + 1):
+            time.sleep(max(0, started + minute * 60 - time.time()))
+            time.sleep(1.1)  # nginx flushes its log once a second
+            with open(nginx.log_path, "rb") as f:
+                f.seek(log_offset)
+                chunk = f.read()
+            delivered = chunk.count(b"\n")
+            log_offset += len(chunk)
+            sample = soak_sample(pg)
+            sample.update({"minute": minute, "delivered": delivered})
+            samples.append(sample)
+            d, l = sample["webhook_deliveries"], sample["webhook_logs"]
+            log(f"    minute {minute}: {delivered:,} delivered, {sample['pending']:,} pending; deliveries "
+                f"{d['heap_mib']}+{d['index_mib']} MiB ({d['dead_rows']:,} dead), logs {l['heap_mib']}+"
+                f"{l['index_mib']} MiB in partitions back {sample['oldest_log']} s")
+    finally:
+        out, _ = producer.communicate(timeout=120)
+        pg_cpu = pg.cpu_seconds() - cpu_before
+        stop_workers(procs)
+    offered = next((line for line in out.splitlines() if line.startswith("number of transactions actually")), "")
+    # The first retention cut: the first sample whose oldest log partition is younger than the run.
+    cut = next((i for i, s_ in enumerate(samples) if 0 < int(s_["oldest_log"]) < s_["at"] - started), None)
+    result = {"scenario": "soak", "minutes": minutes, "offered_per_second": rate, "workers": workers,
+              "producer": offered, "samples": samples, "postgres_cpu_s": round(pg_cpu, 1),
+              "first_cut_minute": samples[cut]["minute"] if cut is not None else None}
+    if cut is not None and cut + 1 < len(samples):
+        after, last = samples[cut + 1], samples[-1]
+
+        def total(sample):
+            return sum(sample[t]["heap_mib"] + sample[t]["index_mib"] for t in SOAK_TABLES)
+
+        result.update({"compare_minute": after["minute"], "size_ratio": round(total(last) / max(total(after), 0.1), 3),
+                       "throughput_ratio": round(last["delivered"] / max(after["delivered"], 1), 3)})
+    return result
+
+
 def memory(pg, in_flight, events):
     receiver = SlowReceiver()
     receiver.start()
@@ -501,6 +652,8 @@ def main():
                              "which also samples the backlog every 5 s)")
     group = parser.add_argument_group("hot")
     group.add_argument("--hot-events", type=int, default=20_000, help="default 20,000")
+    group = parser.add_argument_group("cost")
+    group.add_argument("--cost-events", type=int, default=20_000, help="default 20,000")
     group = parser.add_argument_group("ordering")
     group.add_argument("--ordering-keys", type=int, default=1_000, help="default 1,000")
     group.add_argument("--ordering-per-key", type=int, default=20, help="default 20")
@@ -538,13 +691,16 @@ def main():
     group.add_argument("--backlog-deliveries", type=int, default=1_000_000)
     group.add_argument("--backlog-logs", type=int, default=5_000_000)
     group.add_argument("--skip-backlog", action="store_true", help="leave out the backlog scenario")
+    parser.add_argument("--soak", type=int, default=0, metavar="MINUTES",
+                        help="run only the soak scenario, for MINUTES minutes (issue 11; try 10)")
+    parser.add_argument("--soak-rate", type=int, default=3000, help="offered events/s in the soak (default 3,000)")
     parser.add_argument("--profile", action="store_true",
                         help="print the top statements by total time (pg_stat_statements) after the drain runs")
     parser.add_argument("--output", default=os.path.join(BENCH, "results.json"))
     args = parser.parse_args()
     if args.quick:
         # Small enough for scripts/test; every scenario still runs and prints its rows. Nothing is timed.
-        args.hot_events = 500
+        args.hot_events = args.cost_events = 500
         args.ordering_keys, args.ordering_per_key, args.ordering_single = 50, 4, 50
         args.configs, args.active_configs, args.many_events = 10_000, 100, 300
         args.slow_deliveries, args.https_deliveries = 1_000, 1_000
@@ -555,7 +711,7 @@ def main():
         args.backlog_deliveries, args.backlog_logs = 20_000, 50_000
     DRAIN_TIMEOUT[0] = args.drain_timeout
     METRICS_OFF[0] = args.metrics_off
-    scenarios = args.scenario or SCENARIOS
+    scenarios = args.scenario or ([] if args.soak else SCENARIOS)
     if args.skip_backlog and "backlog" in scenarios:
         scenarios = [s for s in scenarios if s != "backlog"]
     workers = int_list(args.workers)
@@ -586,9 +742,15 @@ def main():
                             "auto_explain.log_nested_statements = on", "auto_explain.log_analyze = on",
                             "auto_explain.log_buffers = on"]:
                 pg.sql(f"ALTER DATABASE herald SET {setting}")
+        if args.soak:
+            log(f"soak: {args.soak_rate:,} events/s for {args.soak} minutes, retention 2 minutes")
+            runs.append(soak(pg, nginx, args.soak, args.soak_rate, k, args.payload))
         if "hot" in scenarios:
             log(f"hot: one endpoint created with `herald config create`, {args.hot_events:,} events")
             runs.extend(hot(pg, nginx.url, args.hot_events, args.payload, k))
+        if "cost" in scenarios:
+            log(f"cost: what a delivery writes, {args.cost_events:,} events to one endpoint")
+            runs.extend(cost(pg, nginx.url, args.cost_events, args.payload, k))
         if "ordering" in scenarios:
             log(f"ordering: {args.ordering_keys:,} keys x {args.ordering_per_key} events, ordered vs unordered")
             runs.extend(ordering(pg, nginx.url, args.ordering_keys, args.ordering_per_key, args.ordering_single,
@@ -678,6 +840,32 @@ def report(results, best):
             print(f"| {r['scenario']} | {r['workers']} | {r['deliveries']:,} | {r['seconds']} | {r['per_second']:,} | "
                   f"{r.get('worker_cpu_s_per_10k', '-')} | {r.get('postgres_cpu_share', '-')} | "
                   f"{r.get('peak_rss_mib', '-')} |")
+        print()
+    for r in find(runs, "cost"):
+        growth = ", ".join(f"{t} {b:,}" for t, b in r["growth_bytes_per_delivery"].items())
+        print(f"cost per delivery ({r['deliveries']:,} to one endpoint, {r['per_second']:,}/s): "
+              f"{r['wal_bytes_per_delivery']:,} WAL bytes ({r['wal_records_per_delivery']} records, "
+              f"{r['wal_fpi_per_1k']} full-page images per 1,000), {r['postgres_cpu_us_per_delivery']} µs PostgreSQL "
+              f"CPU, {r['deliveries_updates_per_delivery']} updates of webhook_deliveries ({r['hot_update_share']:.0%} "
+              f"HOT); growth in bytes: {growth}; a webhook_logs row averages {r['log_row_bytes']} bytes\n")
+    for r in find(runs, "soak"):
+        print(f"soak: {r['offered_per_second']:,} events/s offered for {r['minutes']} min ({r['producer']}), "
+              f"HERALD_RETENTION=2m, 1-minute log partitions, {r['workers']} workers at defaults otherwise; "
+              f"PostgreSQL CPU {r['postgres_cpu_s']} s")
+        print("| minute | delivered | pending | deliveries heap+index MiB (dead rows) | events MiB | logs MiB "
+              "| signals MiB (dead) | configs MiB (dead) | oldest log partition s |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for x in r["samples"]:
+            def mib(t):
+                return f"{x[t]['heap_mib'] + x[t]['index_mib']:.1f}"
+            print(f"| {x['minute']} | {x['delivered']:,} | {x['pending']:,} | {mib('webhook_deliveries')} "
+                  f"({x['webhook_deliveries']['dead_rows']:,}) | {mib('webhook_events')} | {mib('webhook_logs')} | "
+                  f"{mib('herald_endpoint_signals')} ({x['herald_endpoint_signals']['dead_rows']:,}) | "
+                  f"{mib('webhook_configs')} ({x['webhook_configs']['dead_rows']:,}) | {x['oldest_log']} |")
+        if "size_ratio" in r:
+            print(f"\nlast minute vs minute {r['compare_minute']} (the one after the first retention cut, minute "
+                  f"{r['first_cut_minute']}): total size ×{r['size_ratio']}, delivered ×{r['throughput_ratio']} "
+                  f"(target: both within 10 %: {'met' if abs(r['size_ratio'] - 1) <= 0.1 and abs(r['throughput_ratio'] - 1) <= 0.1 else 'not met'})")
         print()
     limited_runs = find(runs, "limited receiver")
     if limited_runs:

@@ -8,10 +8,9 @@ extension AttemptRecord {
     /// jitter are parameters.
     ///
     /// - Parameters:
-    ///   - body: the exact bytes sent, stored in the attempt's log row.
     ///   - maxAttempts: the limit the claim returned for this delivery.
     ///   - now: Unix seconds, for an HTTP-date `Retry-After`.
-    init(delivery: ClaimedDelivery, response: HTTPResponse, body: [UInt8], maxAttempts: Int, policy: RetryPolicy,
+    init(delivery: ClaimedDelivery, response: HTTPResponse, maxAttempts: Int, policy: RetryPolicy,
          now: Double, random: Double) {
         // Only 429 and 503 may ask for a delay; nothing else is even parsed.
         let retryAfter = (response.status == 429 || response.status == 503)
@@ -26,7 +25,6 @@ extension AttemptRecord {
             responseBody: storableText(response.body),
             error: response.error?.message ?? (response.isSuccess ? nil : "HTTP \(response.status ?? 0) is not a 2xx response"),
             durationMilliseconds: Int(response.duration.milliseconds),
-            payload: String(decoding: body, as: UTF8.self),
             // Signs of a receiver that is overloaded rather than broken: ease off (adaptive limit), don't switch off.
             overloaded: response.error?.kind == .timeout || status == 429 || status == 503)
     }

@@ -29,7 +29,6 @@ public struct AttemptRecord: Sendable {
     public var responseBody: String?
     public var error: String?
     public var durationMilliseconds: Int
-    public var payload: String?
     /// The receiver looked overloaded (timeout, 429, 503): feeds the endpoint's adaptive in-flight limit.
     public var overloaded: Bool = false
 }
@@ -114,7 +113,8 @@ public final class DeliveryStore {
                 PostgresArray.literal(records.map(\.responseBody)),
                 PostgresArray.literal(records.map(\.error)),
                 PostgresArray.literal(records.map(\.durationMilliseconds)),
-                PostgresArray.literal(records.map(\.payload)),
+                // The body is not stored: it is rebuilt from the event, byte for byte (sql/012, webhook_attempts).
+                PostgresArray.literal(records.map { _ in String?.none }),
                 workerID,
                 PostgresArray.literal(records.map { $0.overloaded ? "t" : "f" }),
                 PostgresArray.literal(records.map(\.delivery.replay)),

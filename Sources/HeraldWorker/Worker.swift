@@ -8,13 +8,15 @@ import Synchronization
 
 /// One `herald work` process: claims due deliveries, sends them, records every attempt.
 ///
-/// Four threads, none of them Swift's cooperative pool, because libpq and libcurl calls block:
+/// Five threads, none of them Swift's cooperative pool, because libpq and libcurl calls block:
 /// - the dispatcher (the thread that calls `run`) owns the main database connection and does what
 ///   `DispatcherStateMachine` decides: write finished attempts in batches, rescue lost leases, claim;
 /// - the HTTP engine thread (`CurlEngine`) sends requests and hands results back through the `Mailbox`;
 /// - the listener thread LISTENs on its own connection and wakes the dispatcher when events arrive;
 /// - the heartbeat thread writes `herald_worker_heartbeats` on its own connection (and samples the backlog for
-///   the metrics), so a dispatcher that is slow for any reason is never mistaken for a dead worker.
+///   the metrics), so a dispatcher that is slow for any reason is never mistaken for a dead worker;
+/// - the maintenance thread keeps `webhook_logs` partitioned ahead, drops partitions past retention and samples
+///   the tables' health, on a connection of its own, since dropping a partition waits for older transactions.
 public final class Worker: Sendable {
     public let configuration: WorkerConfiguration
     private let logger: Logger
@@ -49,6 +51,9 @@ public final class Worker: Sendable {
         let heartbeat = Thread { [self] in self.beat() }
         heartbeat.name = "herald-heartbeat"
         heartbeat.start()
+        let maintenance = Thread { [self] in self.maintain() }
+        maintenance.name = "herald-maintenance"
+        maintenance.start()
         dispatch()
         engine.shutdown()
     }
@@ -282,7 +287,7 @@ public final class Worker: Sendable {
         let metrics = self.metrics
         engine.submit(HTTPRequest(url: delivery.url, headers: request.headers, body: body,
                                   timeout: configuration.timeout)) { response in
-            let record = AttemptRecord(delivery: delivery, response: response, body: body, maxAttempts: maxAttempts,
+            let record = AttemptRecord(delivery: delivery, response: response, maxAttempts: maxAttempts,
                                        policy: policy, now: Date().timeIntervalSince1970,
                                        random: Double.random(in: 0..<1))
             metrics.attempt(outcome: response.error?.kind == .refusedAddress ? "refused" : record.outcome.label,
@@ -337,6 +342,50 @@ public final class Worker: Sendable {
                 logger.debug("heartbeat connection unavailable; retrying", metadata: ["error": "\(error)"])
                 mailbox.waitForStop(upTo: delay)
                 delay = min(delay * 2, .seconds(5))
+            }
+        }
+    }
+
+    // MARK: Maintenance
+
+    /// Creates `webhook_logs` partitions ahead (at start, then every minute), drops those past HERALD_RETENTION
+    /// (checked every 10 s; one worker at a time), and with metrics on samples the hot tables' health.
+    private func maintain() {
+        var delay = Duration.milliseconds(100)
+        while !mailbox.isStopRequested {
+            do {
+                let connection = try PostgresConnection(PostgresConnection.withNetworkTimeouts(configuration.databaseURL))
+                defer { connection.close() }
+                let maintenance = QueueMaintenance(connection: connection)
+                delay = .milliseconds(100)
+                var partitionedAt: ContinuousClock.Instant?
+                while !mailbox.isStopRequested {
+                    let now = ContinuousClock.now
+                    if partitionedAt.map({ now - $0 >= .seconds(60) }) ?? true {
+                        let created = try maintenance.createLogPartitions()
+                        if created > 0 {
+                            logger.info("created webhook_logs partitions ahead", metadata: ["partitions": "\(created)"])
+                        }
+                        partitionedAt = now
+                    }
+                    if let retention = configuration.retention,
+                       let dropped = try maintenance.dropExpiredLogPartitions(olderThan: retention, wait: false),
+                       !dropped.isEmpty {
+                        logger.info("dropped webhook_logs partitions past retention", metadata: [
+                            "partitions": "\(dropped.map(\.name).joined(separator: ","))",
+                            "rows": "\(dropped.reduce(0) { $0 + $1.rows })"])
+                    }
+                    if configuration.sampleBacklog {
+                        metrics.recordHealth(tables: try maintenance.tableHealth(),
+                                             horizon: try maintenance.xminHorizon(),
+                                             partitionsAheadSeconds: try maintenance.logPartitionsAheadSeconds())
+                    }
+                    mailbox.waitForStop(upTo: .seconds(10))
+                }
+            } catch {
+                logger.warning("table maintenance failed; retrying", metadata: ["error": "\(error)"])
+                mailbox.waitForStop(upTo: delay)
+                delay = min(delay * 2, .seconds(30))
             }
         }
     }

@@ -21,6 +21,26 @@ struct WorkerMetrics: Sendable {
     /// `herald_endpoints_limited`: how many. An endpoint at its ceiling (the normal case) has no series.
     let limits = BoundedSeries(label: "herald_endpoint_concurrency_limit", totalLabel: "herald_endpoints_limited")
 
+    /// Queue health (sql/013), sampled by the maintenance thread: the oldest transaction holding back vacuum, and
+    /// how far ahead `webhook_logs` has partitions.
+    let oldestTransaction = Gauge(label: "herald_oldest_transaction_seconds")
+    let oldestTransactionXIDAge = Gauge(label: "herald_oldest_transaction_xid_age")
+    let logPartitionsAhead = Gauge(label: "herald_log_partitions_ahead_seconds")
+
+    /// Rows, dead rows and bytes of each hot table (`herald_table_rows{table}`, `herald_table_dead_rows{table}`,
+    /// `herald_table_bytes{table}`): five tables, so five series each, however large the installation.
+    func recordHealth(tables: [QueueMaintenance.TableHealth], horizon: QueueMaintenance.Horizon?,
+                      partitionsAheadSeconds: Double) {
+        for table in tables {
+            Gauge(label: "herald_table_rows", dimensions: [("table", table.table)]).record(table.liveRows)
+            Gauge(label: "herald_table_dead_rows", dimensions: [("table", table.table)]).record(table.deadRows)
+            Gauge(label: "herald_table_bytes", dimensions: [("table", table.table)]).record(table.bytes)
+        }
+        oldestTransaction.record(horizon?.seconds ?? 0)
+        oldestTransactionXIDAge.record(horizon?.xidAge ?? 0)
+        logPartitionsAhead.record(partitionsAheadSeconds)
+    }
+
     /// Counts one attempt by outcome (delivered, retry, failed, refused) and status class (2xx … 5xx, none).
     func attempt(outcome: String, status: Int?) {
         let statusClass = status.map { "\($0 / 100)xx" } ?? "none"

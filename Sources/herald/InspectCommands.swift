@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HeraldCore
 import HeraldPostgres
+import HeraldWorker
 
 /// The filters `herald logs` and `herald deliveries` share.
 struct Filters: ParsableArguments {
@@ -176,9 +177,13 @@ struct Show: ParsableCommand {
               FROM webhook_logs WHERE delivery_id = $1 ORDER BY id
             """
         if json {
+            // `body`: the exact bytes each attempt sent, rebuilt from the event (view webhook_attempts, sql/012).
             let document = try connection.query("""
                 SELECT json_build_object('delivery', (SELECT row_to_json(s) FROM (\(summarySQL)) s),
-                                         'attempts', coalesce((SELECT json_agg(a) FROM (\(attemptsSQL)) a), '[]'::json))
+                                         'attempts', coalesce((SELECT json_agg(a) FROM (
+                                             SELECT replay, attempt, created_at AS time, outcome, response_status AS http,
+                                                    duration_ms AS ms, worker, response_body AS response, error, body
+                                               FROM webhook_attempts WHERE delivery_id = $1 ORDER BY id) a), '[]'::json))
                 """, [id])
             printJSON(document.scalar)
             return
@@ -194,6 +199,17 @@ struct Show: ParsableCommand {
         Output.table(attempts, json: false, empty: "no attempts yet")
         if value("replay_count") != "0" {
             print("(REPLAY 0 is the first cycle; each replay numbers its attempts from 1 again, as X-Webhook-Attempt does)")
+        }
+        // Every attempt of a delivery sends the same bytes (the envelope is a pure function of the event), so
+        // each distinct body is printed once, with the attempts that sent it.
+        let bodies = try connection.query("""
+            SELECT string_agg(replay || '.' || attempt, ', ' ORDER BY id), body
+              FROM webhook_attempts WHERE delivery_id = $1 AND body IS NOT NULL GROUP BY body ORDER BY min(id)
+            """, [id])
+        for row in bodies.rows {
+            print()
+            print("body sent by attempt \(row[0] ?? "?") (replay.attempt), exact bytes:")
+            print(row[1] ?? "")
         }
         print()
         switch value("status") {
@@ -221,7 +237,11 @@ struct Stats: ParsableCommand {
                     'endpoints_under_pressure', coalesce((SELECT json_agg(p) FROM (\(Stats.pressure)) p), '[]'::json),
                     'ordering', (SELECT json_build_object('blocked_keys', count(*),
                                                           'oldest_blocked_seconds', coalesce(max(oldest_waiting_seconds), 0))
-                                   FROM webhook_ordering_blocked))
+                                   FROM webhook_ordering_blocked),
+                    'tables', (SELECT jsonb_agg(to_jsonb(t)) FROM herald_queue_health() t),
+                    'xmin_horizon', (SELECT row_to_json(h) FROM herald_xmin_horizon() h),
+                    'log_partitions', (SELECT json_build_object('count', count(*), 'ahead_until', max(upper_bound))
+                                         FROM herald_log_partitions WHERE attached))
                 """)
             printJSON(document.scalar)
             return
@@ -246,7 +266,39 @@ struct Stats: ParsableCommand {
         print()
         Output.table(try connection.query(Stats.pressure), json: false,
                      empty: "every endpoint at its full in-flight limit, no circuit open")
+        print()
+        try printQueueHealth(connection)
     }
+
+    /// The hot tables' rows, dead rows and sizes, the log partitions, and a warning about a long transaction that
+    /// holds back vacuum (sql/013).
+    private func printQueueHealth(_ connection: PostgresConnection) throws {
+        Output.table(try connection.query("""
+            SELECT table_name AS "table", live_rows AS rows, dead_rows,
+                   round(100.0 * dead_rows / nullif(live_rows + dead_rows, 0), 1) AS "dead_%",
+                   pg_size_pretty(bytes) AS size, to_char(last_vacuum, 'YYYY-MM-DD HH24:MI:SS') AS last_vacuum
+              FROM herald_queue_health()
+            """), json: false, empty: "no table statistics yet")
+        let partitions = try connection.query("""
+            SELECT count(*), to_char(min(lower_bound), 'YYYY-MM-DD HH24:MI'), to_char(max(upper_bound), 'YYYY-MM-DD HH24:MI'),
+                   max(upper_bound) < now() + (SELECT partition_interval FROM herald_log_partitioning)
+              FROM herald_log_partitions WHERE attached AND lower_bound > '-infinity'
+            """).rows[0]
+        print("\("log_partitions".padding(toLength: 19, withPad: " ", startingAt: 0)) \(partitions[0] ?? "0") partitions of webhook_logs, \(partitions[1] ?? "-") to \(partitions[2] ?? "-")")
+        if partitions[3] == "t" {
+            print("warning: webhook_logs has partitions for less than one more interval; a worker or `herald migrate` creates more (is any worker running?)")
+        }
+        let maintenance = QueueMaintenance(connection: connection)
+        guard let horizon = try maintenance.xminHorizon() else { return }
+        let open = horizon.seconds.map { "open for \(Int($0)) s" } ?? "no time known"
+        print("\("oldest_transaction".padding(toLength: 19, withPad: " ", startingAt: 0)) \(horizon.holder), \(open), \(horizon.xidAge) transactions behind: \(TerminalText.neutralized(horizon.detail))")
+        if (horizon.seconds ?? 0) > Stats.longTransaction || horizon.xidAge > 10_000_000 {
+            print("warning: \(horizon.holder) holds back vacuum: dead rows in webhook_deliveries and the other hot tables stay until it ends, and the claim slows down; end it (pg_terminate_backend) or fix what leaves it open")
+        }
+    }
+
+    /// Seconds after which an open transaction is worth a warning: vacuum of a busy queue falls behind by then.
+    static let longTransaction: Double = 300
 
     /// Endpoints eased off (adaptive limit below `max_in_flight`, else HERALD_ENDPOINT_CONCURRENCY) or paused
     /// (circuit open): read from a partial index, so it stays short with 100,000 configs.

@@ -2,13 +2,18 @@ import ArgumentParser
 import Foundation
 import HeraldCore
 import HeraldPostgres
+import HeraldWorker
 
 struct Prune: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Delete finished deliveries, attempt logs and events older than an age, in small batches.",
+        abstract: "Remove attempt logs, finished deliveries and events older than an age.",
         discussion: """
-            Pending deliveries (and their events) are never deleted. Each batch is its own short transaction.
-            In psql: SELECT * FROM herald_prune(interval '30 days');
+            Attempt logs go by whole partitions of webhook_logs (detached concurrently, then dropped): a partition \
+            goes once all of it is older than the age, so logs are kept up to one partition interval longer \
+            (`herald migrate --log-partition-interval`). Finished deliveries and their events are deleted in small \
+            batches, each its own short transaction; pending deliveries (and their events) are never deleted.
+            In psql: SELECT * FROM herald_drop_log_partitions(interval '30 days'); \
+            SELECT * FROM herald_prune(interval '30 days');
             """)
     @OptionGroup var database: DatabaseOptions
     @Option(name: .customLong("older-than"), help: "Age, e.g. 30d, 12h, 2w.") var olderThan: String
@@ -26,11 +31,19 @@ struct Prune: ParsableCommand {
         let age = DurationText.parse(olderThan)!
         let interval = "\(Int64(age.milliseconds)) milliseconds"
         let connection = try database.connect()
+        let maintenance = QueueMaintenance(connection: connection)
         let call = "SELECT deliveries, logs, events FROM herald_prune($1::interval, $2, $3, false)"
         if dryRun {
             let row = try connection.query(call, [interval, String(batch), "true"]).rows[0]
-            print("would delete \(row[0] ?? "0") deliveries, \(row[1] ?? "0") log rows and \(row[2] ?? "0") events older than \(olderThan)")
+            let partitions = try maintenance.expiredLogPartitions(olderThan: age)
+            print("would delete \(row[0] ?? "0") deliveries, about \(row[1] ?? "0") log rows and \(row[2] ?? "0") events older than \(olderThan)")
+            print("webhook_logs partitions past it: \(partitions.isEmpty ? "none" : partitions.map(\.name).joined(separator: ", "))")
             return
+        }
+        // Whole partitions first: the lock waits for a worker that is pruning, then detaches each one CONCURRENTLY.
+        let dropped = try maintenance.dropExpiredLogPartitions(olderThan: age, wait: true) ?? []
+        if !dropped.isEmpty {
+            print("dropped \(dropped.count) webhook_logs partitions (about \(dropped.reduce(0) { $0 + $1.rows }) rows): \(dropped.map(\.name).joined(separator: ", "))")
         }
         let progress = isatty(STDERR_FILENO) == 1
         var totals = [0, 0, 0]

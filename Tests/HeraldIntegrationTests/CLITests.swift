@@ -299,7 +299,9 @@ extension CLITests {
             """)
         let environment = ["DATABASE_URL": fixture.database.url]
         let dry = try HeraldProcess.run(["prune", "--older-than", "30d", "--dry-run"], environment: environment)
-        #expect(dry.output.contains("would delete 3 deliveries, 5 log rows and 3 events"), "\(dry.output)")
+        // Log rows: the five in the partition of everything before the installation go row by row (a partition
+        // holding rows newer than the age is never dropped whole).
+        #expect(dry.output.contains("would delete 3 deliveries, about 5 log rows and 3 events"), "\(dry.output)")
         #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries") == 6)
         let pruned = try HeraldProcess.run(["prune", "--older-than", "30d", "--batch", "2"], environment: environment)
         #expect(pruned.status == 0)
@@ -328,9 +330,9 @@ extension CLITests {
             try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'") == 0
                 && good.requests.count == 4
         })
-        #expect(try eventually(timeout: 30) {
-            try fixture.count("SELECT count(*) FROM webhook_logs WHERE config_id <> $1", [badConfig]) == 0
-        })
+        // Their attempts stay until the whole webhook_logs partition holding them is past retention (daily here;
+        // LifecycleTests watches workers drop partitions).
+        #expect(try fixture.count("SELECT count(*) FROM webhook_logs WHERE config_id <> $1", [badConfig]) == 4)
         // The failing delivery waits for its retry: still there, with its event.
         #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE config_id = $1 AND status = 'pending'", [badConfig]) == 1)
         #expect(try fixture.count("SELECT count(*) FROM webhook_events") == 1)

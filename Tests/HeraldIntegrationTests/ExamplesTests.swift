@@ -41,7 +41,7 @@ import Testing
 
         // The accepted body, one byte changed, sent again with its genuine signature headers: rejected.
         let payload = try #require(try fixture.scalar(
-            "SELECT payload FROM webhook_logs WHERE config_id = $1 AND outcome = 'delivered'", [good]))
+            "SELECT body FROM webhook_attempts WHERE config_id = $1 AND outcome = 'delivered'", [good]))
         let tampered = payload.replacingOccurrences(of: "c-1", with: "c-2")
         let id = try #require(try fixture.scalar("SELECT id FROM webhook_deliveries WHERE config_id = $1", [good]))
         let signature = HeraldTestSupport.hmacHex(secret: secret, body: Array(payload.utf8))

@@ -84,8 +84,8 @@ final class Fixture {
 
     func logs(of delivery: String) throws -> [[String: String?]] {
         try connection.query("""
-            SELECT attempt, outcome, response_status, error, payload, response_body, duration_ms
-              FROM webhook_logs WHERE delivery_id = $1 ORDER BY attempt, id
+            SELECT attempt, outcome, response_status, error, body AS payload, response_body, duration_ms
+              FROM webhook_attempts WHERE delivery_id = $1 ORDER BY attempt, id
             """, [delivery]).namedRows
     }
 }
