@@ -251,6 +251,13 @@ BEGIN
 END
 $$;
 
+-- What retention reads in the queue and the outbox. BRIN: both tables are written in time order, so a few pages
+-- of index narrow a batch to the old end of the table (before, each batch read all of both tables: 300 ms a batch
+-- with a million events, in the soak). Almost free to keep up: a row added to the page range still being filled
+-- does not touch the index at all.
+CREATE INDEX webhook_deliveries_created ON webhook_deliveries USING brin (created_at);
+CREATE INDEX webhook_events_occurred ON webhook_events USING brin (occurred_at);
+
 -- Finished deliveries and old events, in batches, as before; webhook_logs rows only from the old table
 -- (webhook_logs_legacy) while it is attached, so that its rows go at the retention age too rather than all
 -- at once when the whole table is past it. Newer log rows go with their partitions. The dry run counts those
@@ -276,7 +283,8 @@ BEGIN
         RAISE EXCEPTION 'herald_prune needs a positive age, got %', p_older_than USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF p_dry_run THEN
-        SELECT count(*) INTO d FROM webhook_deliveries x WHERE x.status <> 'pending' AND x.completed_at < cutoff;
+        SELECT count(*) INTO d FROM webhook_deliveries x
+         WHERE x.created_at < cutoff AND x.status <> 'pending' AND x.completed_at < cutoff;
         IF v_legacy THEN
             EXECUTE 'SELECT count(*) FROM webhook_logs_legacy WHERE created_at < $1' INTO l USING cutoff;
         END IF;
@@ -293,7 +301,9 @@ BEGIN
     WITH gone AS (
         -- Locked and checked again: a delivery replayed meanwhile (pending again) is not deleted.
         DELETE FROM webhook_deliveries WHERE id IN (
-            SELECT x.id FROM webhook_deliveries x WHERE x.status <> 'pending' AND x.completed_at < cutoff LIMIT p_batch
+            -- created_at: a delivery finished before the cutoff was created before it too (the BRIN index).
+            SELECT x.id FROM webhook_deliveries x
+             WHERE x.created_at < cutoff AND x.status <> 'pending' AND x.completed_at < cutoff LIMIT p_batch
                FOR UPDATE SKIP LOCKED)
           AND status <> 'pending'
         RETURNING 1)

@@ -1,5 +1,6 @@
 /// The decisions of a worker's dispatcher, without any I/O: when to connect, write results, rescue, claim (and
-/// how many), prune, wait, and when to exit.
+/// how many), wait, and when to exit. (Retention runs on the worker's maintenance thread, never here: a batch
+/// that reads a large table must not hold up claims.)
 ///
 /// The dispatcher thread feeds it events (mail arrived, a claim returned n, the connection broke, …) and does
 /// what `nextAction` returns. Time is a parameter, so every rule is unit-tested without sleeping
@@ -21,8 +22,6 @@ public struct DispatcherStateMachine: Sendable {
         public var rescueInterval: Duration = .seconds(1)
         /// How often to re-derive endpoint signals from the queue itself (a safety net; see sql/007).
         public var reconcileInterval: Duration = .seconds(60)
-        /// When set, retention batches run this often (and again at once while they delete something).
-        public var pruneInterval: Duration?
         /// Whether to release leases left under this worker's id by an earlier incarnation (stable ids only).
         public var releaseOwnLeasesAtStart: Bool = false
         public var initialReconnectDelay: Duration = .milliseconds(100)
@@ -51,7 +50,6 @@ public struct DispatcherStateMachine: Sendable {
         case releaseOwnLeases
         case rescue
         case reconcile
-        case prune
         case claim(limit: Int)
         /// Wait for mail (results, a wake-up, the stop) until `deadline`.
         case wait(until: ContinuousClock.Instant)
@@ -73,7 +71,6 @@ public struct DispatcherStateMachine: Sendable {
     private var reconnectDelay: Duration
     private var nextRescue: ContinuousClock.Instant
     private var nextReconcile: ContinuousClock.Instant
-    private var nextPrune: ContinuousClock.Instant?
     private var nextWrite: ContinuousClock.Instant
     private var firstUnwrittenAt: ContinuousClock.Instant?
     private var ownLeasesReleased = false
@@ -86,7 +83,6 @@ public struct DispatcherStateMachine: Sendable {
         reconnectDelay = settings.initialReconnectDelay
         nextRescue = now
         nextReconcile = now
-        nextPrune = settings.pruneInterval.map { now + $0 }
         nextWrite = now
         ownLeasesReleased = !settings.releaseOwnLeasesAtStart
     }
@@ -158,12 +154,6 @@ public struct DispatcherStateMachine: Sendable {
         nextReconcile = now + settings.reconcileInterval
     }
 
-    /// One retention batch ran; `deletedAny` means more may be waiting, so the next batch comes at once.
-    public mutating func pruned(deletedAny: Bool, now: ContinuousClock.Instant) {
-        guard let interval = settings.pruneInterval else { return }
-        nextPrune = deletedAny ? now : now + interval
-    }
-
     // MARK: The decision
 
     public func nextAction(now: ContinuousClock.Instant) -> Action {
@@ -187,7 +177,6 @@ public struct DispatcherStateMachine: Sendable {
         if !ownLeasesReleased { return .releaseOwnLeases }
         if now >= nextRescue { return .rescue }
         if now >= nextReconcile { return .reconcile }
-        if let nextPrune, now >= nextPrune { return .prune }
 
         let free = settings.concurrency - inFlight
         let pollDue = now >= lastClaim + settings.pollInterval
@@ -195,7 +184,6 @@ public struct DispatcherStateMachine: Sendable {
             return .claim(limit: min(free, settings.claimBatch))
         }
         var deadline = min(nextRescue, nextReconcile)
-        if let nextPrune { deadline = min(deadline, nextPrune) }
         if free > 0 { deadline = min(deadline, lastClaim + settings.pollInterval) }
         if unwritten > 0 { deadline = min(deadline, writeDue) }
         return .wait(until: deadline)

@@ -167,16 +167,6 @@ public final class DeliveryStore {
         return (Int(row[0] ?? "0") ?? 0, Double(row[1] ?? "0") ?? 0)
     }
 
-    /// One retention batch (skipped when another worker is pruning); returns the rows deleted.
-    @discardableResult
-    public func prune(olderThan age: Duration, batch: Int) throws -> Int {
-        let row = try connection.execute(
-            prepared: "herald_prune",
-            "SELECT deliveries + logs + events FROM herald_prune($1::interval, $2, false, true)",
-            ["\(Int64(age.milliseconds)) milliseconds", String(batch)])
-        return Int(row.scalar ?? "0") ?? 0
-    }
-
     /// Takes back leases that expired, and those of workers whose heartbeat is older than `staleAfter` (never
     /// this worker's own); with `releasingOwnLeases`, every lease held under this worker's id (a restart with a
     /// stable `HERALD_WORKER_ID`). Returns how many.

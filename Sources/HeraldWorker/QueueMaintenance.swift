@@ -74,6 +74,13 @@ public struct QueueMaintenance {
         return dropped
     }
 
+    /// One retention batch of finished deliveries and old events (`herald_prune`, sql/012), skipped when another
+    /// session is pruning; returns the rows deleted.
+    public func pruneBatch(olderThan age: Duration, batch: Int) throws -> Int {
+        Int(try connection.query("SELECT deliveries + logs + events FROM herald_prune($1::interval, $2, false, true)",
+                                 [Self.interval(age), String(batch)]).scalar ?? "0") ?? 0
+    }
+
     /// One of Herald's hot tables (`herald_queue_health()`); `webhook_logs` summed over its partitions.
     public struct TableHealth: Sendable {
         public var table: String

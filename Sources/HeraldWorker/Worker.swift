@@ -65,7 +65,6 @@ public final class Worker: Sendable {
         var settings = DispatcherStateMachine.Settings(
             concurrency: configuration.concurrency, claimBatch: configuration.claimBatch,
             pollInterval: configuration.pollInterval)
-        settings.pruneInterval = configuration.retention.map { min(.seconds(10), $0 / 2) }
         settings.releaseOwnLeasesAtStart = configuration.workerIDIsStable
         var machine = DispatcherStateMachine(settings: settings, now: clock.now)
         var store: DeliveryStore?
@@ -174,12 +173,6 @@ public final class Worker: Sendable {
                     try current.reconcileSignals()
                     machine.reconciled(now: clock.now)
 
-                case .prune:
-                    guard let current = store, let retention = configuration.retention else { continue }
-                    // One batch at a time keeps the dispatcher's pause short.
-                    let deleted = try current.prune(olderThan: retention, batch: 2000)
-                    machine.pruned(deletedAny: deleted > 0, now: clock.now)
-
                 case let .claim(limit):
                     guard let current = store else { continue }
                     recordClaim(try current.claim(limit: limit, lease: lease), limit: limit)
@@ -192,7 +185,6 @@ public final class Worker: Sendable {
                 logger.error("database statement failed", metadata: ["error": "\(error)"])
                 if case .rescue = action { machine.rescued(now: clock.now) }
                 if case .reconcile = action { machine.reconciled(now: clock.now) }
-                if case .prune = action { machine.pruned(deletedAny: false, now: clock.now) }
                 if case .releaseOwnLeases = action { machine.releasedOwnLeases() }
                 if case let .claim(limit) = action { machine.claimed(0, limit: limit, now: clock.now) }
                 if case let .write(limit?) = action { machine.claimed(0, limit: limit, now: clock.now) }
@@ -348,8 +340,9 @@ public final class Worker: Sendable {
 
     // MARK: Maintenance
 
-    /// Creates `webhook_logs` partitions ahead (at start, then every minute), drops those past HERALD_RETENTION
-    /// (checked every 10 s; one worker at a time), and with metrics on samples the hot tables' health.
+    /// Creates `webhook_logs` partitions ahead (at start, then every minute); with HERALD_RETENTION, every 10 s
+    /// (one worker at a time) drops the log partitions past it and deletes finished deliveries and their events in
+    /// batches until none is left; with metrics on, samples the hot tables' health.
     private func maintain() {
         var delay = Duration.milliseconds(100)
         while !mailbox.isStopRequested {
@@ -374,6 +367,10 @@ public final class Worker: Sendable {
                         logger.info("dropped webhook_logs partitions past retention", metadata: [
                             "partitions": "\(dropped.map(\.name).joined(separator: ","))",
                             "rows": "\(dropped.reduce(0) { $0 + $1.rows })"])
+                    }
+                    if let retention = configuration.retention {
+                        while !mailbox.isStopRequested,
+                              try maintenance.pruneBatch(olderThan: retention, batch: 2000) > 0 {}
                     }
                     if configuration.sampleBacklog {
                         metrics.recordHealth(tables: try maintenance.tableHealth(),

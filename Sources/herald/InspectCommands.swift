@@ -208,8 +208,10 @@ struct Show: ParsableCommand {
             """, [id])
         for row in bodies.rows {
             print()
+            // Exact but for DEL and C1 controls, which JSON leaves raw: shown as \u{…} so no terminal obeys them
+            // (`--json` has the bytes as they were).
             print("body sent by attempt \(row[0] ?? "?") (replay.attempt), exact bytes:")
-            print(row[1] ?? "")
+            print(TerminalText.neutralized(row[1] ?? ""))
         }
         print()
         switch value("status") {

@@ -160,19 +160,14 @@ import Testing
         #expect(m.nextAction(now: start + .milliseconds(200)) == .write(claimLimit: 4))
     }
 
-    @Test func rescueReconcileAndPruneRunOnTheirOwnSchedules() {
-        var m = machine { $0.pruneInterval = .seconds(10) }
+    @Test func rescueRunsOnItsOwnScheduleBetweenClaims() {
+        var m = machine()
         connected(&m, at: start)
         m.claimed(0, limit: 4, now: start)
         #expect(m.nextAction(now: start + .seconds(1)) == .rescue)
         m.rescued(now: start + .seconds(1))
         #expect(m.nextAction(now: start + .seconds(10)) == .rescue)
         m.rescued(now: start + .seconds(10))
-        #expect(m.nextAction(now: start + .seconds(10)) == .prune)
-        // A batch that deleted something is followed by another at once.
-        m.pruned(deletedAny: true, now: start + .seconds(10))
-        #expect(m.nextAction(now: start + .seconds(10)) == .prune)
-        m.pruned(deletedAny: false, now: start + .seconds(10))
         #expect(m.nextAction(now: start + .seconds(10)) == .claim(limit: 4))
     }
 

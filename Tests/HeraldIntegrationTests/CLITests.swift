@@ -287,9 +287,10 @@ extension CLITests {
         // 0,1: delivered 40 days ago · 2: failed 40 days ago · 3: delivered yesterday · 4: pending, event 40 days old ·
         // 5: pending, recent.
         try fixture.connection.query("""
-            UPDATE webhook_deliveries SET status = 'delivered', completed_at = now() - interval '40 days' WHERE id IN ($1, $2);
+            UPDATE webhook_deliveries SET status = 'delivered', completed_at = now() - interval '40 days',
+                   created_at = now() - interval '41 days' WHERE id IN ($1, $2);
             """, [ids[0][0], ids[1][0]])
-        try fixture.connection.query("UPDATE webhook_deliveries SET status = 'failed', completed_at = now() - interval '40 days' WHERE id = $1", [ids[2][0]])
+        try fixture.connection.query("UPDATE webhook_deliveries SET status = 'failed', completed_at = now() - interval '40 days', created_at = now() - interval '41 days' WHERE id = $1", [ids[2][0]])
         try fixture.connection.query("UPDATE webhook_deliveries SET status = 'delivered', completed_at = now() - interval '1 day' WHERE id = $1", [ids[3][0]])
         try fixture.connection.query("""
             INSERT INTO webhook_logs (delivery_id, event_id, config_id, event_type, attempt, outcome, created_at)
