@@ -1,7 +1,9 @@
 /// The overview's chart: delivered and failed attempts per minute over the last hour, as inline SVG.
 ///
 /// Drawn on the server (no script, no chart library): one stacked bar per minute, failed on top in red, with the
-/// counts in each bar's tooltip, so "when did it start failing?" is answered at a glance on any screen.
+/// counts in each bar's tooltip, so "when did it start failing?" is answered at a glance. The SVG holds only
+/// shapes and stretches to the width of the screen; the axis labels are HTML around it, so they keep their size
+/// on a phone.
 public enum AttemptsChart {
     /// One minute's counts.
     public struct Minute: Sendable, Equatable {
@@ -17,60 +19,44 @@ public enum AttemptsChart {
         }
     }
 
-    static let width = 720.0
-    static let height = 200.0
-    static let left = 44.0
-    static let bottom = 22.0
-    static let top = 8.0
+    /// Plot units per minute and of the full height; the SVG is stretched to its box (`preserveAspectRatio="none"`).
+    static let slot = 10
+    static let height = 100
 
     public static func svg(_ minutes: [Minute]) -> HTML {
-        let peak = minutes.map { $0.delivered + $0.failed }.max() ?? 0
-        let scale = niceCeiling(peak)
-        let plotHeight = height - bottom - top
-        let slot = (width - left) / Double(max(minutes.count, 1))
-        let bar = max(slot - 2, 1)
+        let scale = niceCeiling(minutes.map { $0.delivered + $0.failed }.max() ?? 0)
+        let width = slot * max(minutes.count, 1)
         var shapes: [HTML] = []
-        for fraction in [0.0, 0.5, 1.0] {
-            let y = top + plotHeight * (1 - fraction)
-            shapes.append("""
-                <line x1="\(format(left))" x2="\(format(width))" y1="\(format(y))" y2="\(format(y))" stroke="#dfe3ea"/>\
-                <text x="\(format(left - 6))" y="\(format(y + 4))" text-anchor="end" font-size="11" fill="#5d6878">\
-                \(Int(Double(scale) * fraction))</text>
-                """)
+        for fraction in [0.5, 1.0] {
+            let y = Double(height) * (1 - fraction)
+            shapes.append("<line x1=\"0\" x2=\"\(width)\" y1=\"\(y)\" y2=\"\(y)\" stroke=\"#dfe3ea\" vector-effect=\"non-scaling-stroke\"/>")
         }
         for (index, minute) in minutes.enumerated() {
-            let x = left + Double(index) * slot + 1
-            let deliveredHeight = plotHeight * Double(minute.delivered) / Double(scale)
-            let failedHeight = plotHeight * Double(minute.failed) / Double(scale)
-            let base = top + plotHeight
-            let tooltip = "\(minute.label) UTC: \(minute.delivered) delivered, \(minute.failed) failed"
-            var group: HTML = "<g><title>\(tooltip)</title>"
-            // An invisible full-height target so the tooltip works on empty minutes too.
-            group += "<rect x=\"\(format(x))\" y=\"\(format(top))\" width=\"\(format(bar))\" height=\"\(format(plotHeight))\" fill=\"transparent\"/>"
+            let x = index * slot + 1
+            let delivered = Double(height) * Double(minute.delivered) / Double(scale)
+            let failed = Double(height) * Double(minute.failed) / Double(scale)
+            var bar: HTML = "<g><title>\(minute.label) UTC: \(minute.delivered) delivered, \(minute.failed) failed</title>"
+            // A transparent full-height target, so the tooltip works on empty minutes too.
+            bar += "<rect x=\"\(x)\" y=\"0\" width=\"\(slot - 2)\" height=\"\(height)\" fill=\"transparent\"/>"
             if minute.delivered > 0 {
-                group += "<rect x=\"\(format(x))\" y=\"\(format(base - deliveredHeight))\" width=\"\(format(bar))\" height=\"\(format(deliveredHeight))\" fill=\"#2f9e58\"/>"
+                bar += "<rect x=\"\(x)\" y=\"\(Double(height) - delivered)\" width=\"\(slot - 2)\" height=\"\(delivered)\" fill=\"#2f9e58\"/>"
             }
             if minute.failed > 0 {
-                group += "<rect x=\"\(format(x))\" y=\"\(format(base - deliveredHeight - failedHeight))\" width=\"\(format(bar))\" height=\"\(format(failedHeight))\" fill=\"#d64535\"/>"
+                bar += "<rect x=\"\(x)\" y=\"\(Double(height) - delivered - failed)\" width=\"\(slot - 2)\" height=\"\(failed)\" fill=\"#d64535\"/>"
             }
-            group += "</g>"
-            shapes.append(group)
-            if index % 10 == 0 || index == minutes.count - 1 {
-                shapes.append("""
-                    <text x="\(format(x + bar / 2))" y="\(format(height - 6))" text-anchor="middle" font-size="11" \
-                    fill="#5d6878">\(minute.label)</text>
-                    """)
-            }
+            shapes.append(bar + "</g>")
         }
-        let total = minutes.reduce(0) { $0 + $1.delivered + $1.failed }
-        let summary = "Attempts per minute over the last hour: \(minutes.reduce(0) { $0 + $1.delivered }) delivered, "
-            + "\(minutes.reduce(0) { $0 + $1.failed }) failed"
+        let delivered = minutes.reduce(0) { $0 + $1.delivered }
+        let failed = minutes.reduce(0) { $0 + $1.failed }
+        let summary = "Attempts per minute over the last hour: \(delivered) delivered, \(failed) failed"
+        let ticks = stride(from: 0, to: minutes.count, by: 15).map { minutes[$0].label } + [minutes.last?.label ?? ""]
         return """
-            <div class="chart"><svg viewBox="0 0 \(Int(width)) \(Int(height))" role="img" aria-label="\(summary)">\
-            \(HTML(joining: shapes))</svg>\
-            <div class="legend"><span><i style="background:#2f9e58"></i>delivered</span>\
-            <span><i style="background:#d64535"></i>failed (retry, failed, lost)</span>\
-            <span>\(total) attempts in the hour</span></div></div>
+            <div class="chart"><div class="y"><span>\(scale)</span><span>\(scale / 2 == 0 ? "" : String(scale / 2))</span>\
+            <span>0</span></div><svg viewBox="0 0 \(width) \(height)" preserveAspectRatio="none" role="img" \
+            aria-label="\(summary)">\(HTML(joining: shapes))</svg>\
+            <div class="x">\(HTML(joining: ticks.map { "<span>\($0)</span>" }))</div></div>\
+            <div class="legend"><span><i class="delivered"></i>\(delivered) delivered</span>\
+            <span><i class="failed"></i>\(failed) failed (retry, failed, lost)</span><span>per minute, UTC</span></div>
             """
     }
 
@@ -81,9 +67,5 @@ public enum AttemptsChart {
             for step in [1, 2, 5] where step * magnitude >= value { return step * magnitude }
             magnitude *= 10
         }
-    }
-
-    static func format(_ value: Double) -> String {
-        String(Double(Int(value * 10)) / 10)
     }
 }

@@ -138,7 +138,7 @@ public enum Layout {
         h1{font-size:1.4rem;margin:.5rem 0 1rem;word-break:break-word}
         h2{font-size:1.05rem;margin:0 0 .6rem}
         .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:1rem;margin:0 0 1rem}
-        .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,22rem),1fr));gap:1rem}
+        .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,22rem),1fr));gap:1rem;margin-bottom:1rem}
         .grid .card{margin:0}
         .kpis{display:grid;grid-template-columns:repeat(auto-fit,minmax(9rem,1fr));gap:.75rem;margin-bottom:1rem}
         .kpi{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:.7rem .9rem}
@@ -150,8 +150,8 @@ public enum Layout {
         th,td{text-align:left;padding:.4rem .5rem;border-bottom:1px solid var(--line);vertical-align:top}
         th{color:var(--muted);font-weight:600;white-space:nowrap}
         td.num{text-align:right;font-variant-numeric:tabular-nums}
-        td.nowrap,.id{white-space:nowrap}
-        .id{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.85em}
+        td.nowrap,td.id{white-space:nowrap}
+        .id{overflow-wrap:anywhere;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.85em}
         a{color:var(--accent)}
         .badge{display:inline-block;padding:0 .45rem;border-radius:1rem;font-size:.8rem;font-weight:600;white-space:nowrap}
         .badge.ok{color:var(--ok);background:var(--okbg)}
@@ -183,13 +183,18 @@ public enum Layout {
         .timeline li.bad::before{background:var(--bad)}
         .timeline li.warn::before{background:#d19a00}
         .meta{display:flex;flex-wrap:wrap;gap:.3rem .9rem;align-items:center}
-        .chart svg{width:100%;height:auto;display:block}
-        .legend{display:flex;gap:1rem;font-size:.85rem;color:var(--muted);margin-top:.3rem}
+        .chart{display:grid;grid-template-columns:auto 1fr;column-gap:.4rem}
+        .chart svg{width:100%;height:190px;display:block;border-bottom:1px solid #b7c0cf}
+        .chart .y{display:flex;flex-direction:column;justify-content:space-between;font-size:.75rem;color:var(--muted);        text-align:right;line-height:1;height:190px}
+        .chart .x{grid-column:2;display:flex;justify-content:space-between;font-size:.75rem;color:var(--muted);margin-top:.2rem}
+        .legend{display:flex;flex-wrap:wrap;gap:.3rem 1rem;font-size:.85rem;color:var(--muted);margin-top:.4rem}
         .legend i{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.3rem;vertical-align:-1px}
+        .legend i.delivered{background:#2f9e58}
+        .legend i.failed{background:#d64535}
         .login{max-width:24rem;margin:12vh auto}
         .login form{display:flex;flex-direction:column;gap:.8rem}
         .filters{display:flex;flex-wrap:wrap;gap:.5rem;align-items:flex-end;margin-bottom:.8rem}
         @media (max-width:640px){main{padding:.75rem .6rem 2rem}header{padding:.5rem .75rem}\
-        .logout{margin-left:0}th,td{padding:.35rem .35rem}dl{grid-template-columns:1fr}dt{margin-top:.4rem}}
+        .logout{margin-left:0}th,td{padding:.35rem .35rem}dl{grid-template-columns:1fr}dt{margin-top:.4rem}        .chart svg,.chart .y{height:140px}}
         """
 }

@@ -61,7 +61,7 @@ enum OverviewPage {
         if alive == 0 {
             content += Layout.notice("No worker has reported in the last 30 seconds: nothing is being delivered. Start `herald work`.", bad: true)
         }
-        content += Layout.card("Delivered and failed attempts per minute, last hour (UTC)", AttemptsChart.svg(minutes))
+        content += Layout.card("Attempts per minute, last hour", AttemptsChart.svg(minutes))
 
         let failingRows: [HTML] = failing.map { row in
             """
@@ -91,18 +91,18 @@ enum OverviewPage {
             <td class="nowrap">\(Layout.ago(row[column: "up"], exact: row[column: "started"]))</td></tr>
             """
         }
-        content += "<div class=\"grid\">"
         content += Layout.card("Failing endpoints", Layout.table(
             ["Endpoint", "Failures in a row", "Failing since", "Last error"], failingRows,
             empty: "No active endpoint is failing."))
+        content += "<div class=\"grid\">"
         content += Layout.card("Circuits open", Layout.table(
             ["Endpoint", "Paused"], circuitRows, empty: "No circuit is open."))
         content += Layout.card("Disabled configs", Layout.table(
             ["Endpoint", "Reason", "Disabled"], disabledRows, empty: "No config is disabled."))
+        content += "</div>"
         content += Layout.card("Workers", Layout.table(
             ["Worker", "State", "In flight", "Last seen", "Started"], workerRows,
             empty: "No worker has ever reported (herald_workers is empty)."))
-        content += "</div>"
         return Layout.page("Overview", .overview, viewer, content)
     }
 
