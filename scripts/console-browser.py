@@ -11,9 +11,11 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 SIZES = {"laptop": (1280, 800, False), "phone": (390, 844, True)}
@@ -41,6 +43,25 @@ def main():
     def text():
         return driver.find_element(By.TAG_NAME, "body").text
 
+    def shows(words, seconds=10):
+        """Whether the page shows `words` within `seconds` (a click's navigation may still be under way)."""
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            try:
+                if words in text():
+                    return True
+            except (StaleElementReferenceException, NoSuchElementException):
+                pass
+            time.sleep(0.1)
+        return False
+
+    def arrives(fragment, seconds=10):
+        """Whether the browser reaches a URL containing `fragment` within `seconds`."""
+        deadline = time.time() + seconds
+        while time.time() < deadline and fragment not in driver.current_url:
+            time.sleep(0.1)
+        return fragment in driver.current_url
+
     def check(condition, step):
         if not condition:
             shot("failure")
@@ -65,17 +86,18 @@ def main():
         field.send_keys(args.token)
         field.submit()
 
-        check(driver.find_element(By.TAG_NAME, "h1").text == "Overview", "logging in did not lead to the overview")
+        check(shows("Attempts per minute"), "logging in did not lead to the overview")
         check(len(driver.find_elements(By.CSS_SELECTOR, ".chart svg rect")) > 0, "the overview has no chart")
         check(args.endpoint in driver.find_element(By.XPATH, "//section[h2='Failing endpoints']").text,
               "the failing endpoint is not listed as failing")
         shot("overview")
 
         driver.find_element(By.LINK_TEXT, "Endpoints").click()
-        check(args.endpoint in text(), "the endpoints list does not show the endpoint")
+        check(shows("disabled and failing first") and args.endpoint in text(), "the endpoints list does not show the endpoint")
         shot("endpoints")
         driver.find_element(By.LINK_TEXT, args.endpoint).click()
-        check(args.endpoint in driver.find_element(By.TAG_NAME, "h1").text, "the endpoint page is not the endpoint's")
+        check(shows("Recent deliveries") and args.endpoint in driver.find_element(By.TAG_NAME, "h1").text,
+              "the endpoint page is not the endpoint's")
         shot("endpoint")
 
         # Replay failed since 1 h: the dry run comes first; cancel it.
@@ -83,20 +105,22 @@ def main():
         since.clear()
         since.send_keys("1h")
         driver.find_element(By.XPATH, "//button[normalize-space()='Replay failed…']").click()
-        check("Dry run:" in text(), "bulk replay did not show its dry run first")
+        check(shows("Dry run:"), "bulk replay did not show its dry run first")
         shot("replay-dry-run")
         driver.find_element(By.LINK_TEXT, "Cancel").click()
-
+        check(shows("Recent deliveries"), "cancel did not lead back to the endpoint")
         driver.find_element(By.LINK_TEXT, "failed").click()
+        check(arrives("status=failed"), "the failed filter did not load")
         rows = driver.find_elements(By.XPATH, "//tr[.//span[contains(@class,'badge') and text()='failed']]//a[contains(@href,'/deliveries/')]")
         check(rows, "no failed delivery listed on the endpoint page")
         rows[0].click()
+        check(arrives("/deliveries/"), "the delivery link did not open the delivery")
         delivery = driver.current_url.rstrip("/").split("/")[-1]
-        check("Attempt 1" in text(), "the delivery page has no attempt timeline")
+        check(shows("Attempt 1"), "the delivery page has no attempt timeline")
         shot("delivery")
 
         driver.find_element(By.XPATH, "//button[normalize-space()='Replay this delivery']").click()
-        check("Replayed: a fresh attempt cycle is due now" in text(), "the replay did not confirm")
+        check(shows("Replayed: a fresh attempt cycle is due now"), "the replay did not confirm")
         shot("delivery-replayed")
         print(json.dumps({"replayed": delivery, "screenshots": shots}))
     finally:

@@ -102,7 +102,7 @@ enum Actions {
         let name = try connection.query("SELECT name FROM webhook_configs WHERE id = $1::uuid", [id]).scalar ?? id
         var content: HTML = "<h1>Replay failed deliveries of \(name)</h1>"
         content += Layout.notice(
-            "Dry run: \(count) failed \(count == 1 ? "delivery" : "deliveries") finished between \(since) and \(until) would be replayed. Nothing has been changed yet.",
+            "Dry run: \(count) failed \(count == 1 ? "delivery" : "deliveries") finished between \(since.prefix(19)) and \(until.prefix(19)) UTC would be replayed. Nothing has been changed yet.",
             bad: count == 0)
         for notice in skipped { content += Layout.notice(notice, bad: true) }
         let rows: [HTML] = candidates.map { row in

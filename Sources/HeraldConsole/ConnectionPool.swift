@@ -39,12 +39,12 @@ public final class ConnectionPool: Sendable {
         }
     }
 
-    /// A new connection, named in `pg_stat_activity`, whose statements give up after 15 s: a page waiting on a
-    /// lock must not hold a request thread forever.
+    /// A new connection, named in `pg_stat_activity`, whose statements give up after 15 s (a page waiting on a
+    /// lock must not hold a request thread forever), and whose times are written in UTC, as the pages say.
     private func open() throws -> Box {
         let connection = try PostgresConnection(PostgresConnection.withNetworkTimeouts(url))
         try connection.query("SELECT set_config('application_name', 'herald console', false), "
-                                 + "set_config('statement_timeout', '15s', false)")
+                                 + "set_config('statement_timeout', '15s', false), set_config('TimeZone', 'UTC', false)")
         return Box(connection)
     }
 

@@ -66,7 +66,7 @@ enum EndpointPage {
             <dt>Failed</dt><dd>\(config[column: "failed"], or: "0")</dd>\
             <dt>Last error, 24 h</dt><dd>\(config[column: "last_error"], or: "none")</dd></dl>
             """
-        content += "<div class=\"grid\">" + Layout.card("Endpoint", details) + Layout.card("Health", health) + "</div>"
+        content += "<div class=\"grid\">" + Layout.card("Health", health) + Layout.card("Endpoint", details) + "</div>"
         if !viewer.readOnly {
             let base = "/endpoints/\(id)"
             var actions: HTML = "<div class=\"actions\">"

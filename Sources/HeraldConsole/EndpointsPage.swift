@@ -28,7 +28,9 @@ enum EndpointsPage {
         }
         let tableRows: [HTML] = rows.map { row in
             let active = row[column: "is_active"] == "t"
-            let rate = row[column: "success_rate_pct"].map { "\($0) %" } ?? "no attempts"
+            let rate: HTML = row[column: "success_rate_pct"].map { value -> HTML in
+                (Double(value) ?? 100) < 90 ? "<span class=\"badge bad\">\(value) %</span>" : "\(value) %"
+            } ?? "no attempts"
             let failures = Int(row[column: "consecutive_failures"] ?? "0") ?? 0
             return """
                 <tr><td><a href="/endpoints/\(row[column: "id"] ?? "")">\(row[column: "name"])</a>\
@@ -39,7 +41,7 @@ enum EndpointsPage {
                 <td>\(Layout.badge(row[column: "circuit"]))</td>\
                 <td class="num">\(row[column: "in_flight"], or: "0")</td><td class="nowrap">\(row[column: "cap"])</td>\
                 <td class="num">\(row[column: "pending"], or: "0")</td><td class="num">\(row[column: "failed"], or: "0")</td>\
-                <td class="id">\(row[column: "organization"])</td></tr>
+                <td class="id" title="\(row[column: "organization"] ?? "")">\(Layout.excerpt(row[column: "organization"], 9))</td></tr>
                 """
         }
         let content: HTML = """

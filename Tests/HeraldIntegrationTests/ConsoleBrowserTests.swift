@@ -21,8 +21,10 @@ import Testing
         }
         try fixture.emit("deal.stage.changed", data: #"{"id": "d-1", "stage": "won"}"#)
         _ = try fixture.startWorker(["HERALD_MAX_ATTEMPTS": "3", "HERALD_CIRCUIT_THRESHOLD": "100"])
-        #expect(try fixture.waitUntilSettled())
-        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE config_id = $1 AND status = 'failed'", [failing]) == 7)
+        // Enough failed deliveries to follow; the rest may still be retrying (the browser does not wait for them).
+        #expect(try eventually(timeout: 60) {
+            try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE config_id = $1 AND status = 'failed'", [failing]) >= 3
+        })
 
         let console = try ConsoleServer(fixture)
         let python = try TestEnvironment.require("HERALD_TEST_PYTHON")

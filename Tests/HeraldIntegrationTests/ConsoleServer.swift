@@ -60,7 +60,9 @@ final class ConsoleServer {
         }
         arguments.append(base + path)
         let output = try runTool("curl", arguments)
-        guard let split = output.range(of: "\r\n\r\n") else { throw ReceiverError("no HTTP response: \(output)") }
+        // (runTool trims the output, so a response without a body ends with its last header line.)
+        guard output.hasPrefix("HTTP/") else { throw ReceiverError("no HTTP response: \(output)") }
+        let split = output.range(of: "\r\n\r\n") ?? output.endIndex..<output.endIndex
         let lines = output[..<split.lowerBound].components(separatedBy: "\r\n")
         let status = Int(lines[0].split(separator: " ")[1]) ?? 0
         let headers = lines.dropFirst().compactMap { line -> (String, String)? in

@@ -181,7 +181,7 @@ import Testing
         #expect(try scene.fixture.scalar("SELECT response_body FROM webhook_logs WHERE delivery_id = $1 LIMIT 1",
                                          [scene.failedDelivery]) == ConsoleTests.hostileBody)
         for path in ["/", "/endpoints", "/endpoints/\(scene.failing)", "/deliveries/\(scene.failedDelivery)",
-                     "/search?q=Billing"] {
+                     "/search?q=contact.created"] {
             let page = try console.bearer("GET", path)
             #expect(page.status == 200, "\(path)")
             #expect(!page.body.contains("<script>") && !page.body.contains("<img") && !page.body.contains("<b onmouseover"), "\(path)")
