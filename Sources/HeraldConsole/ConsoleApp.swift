@@ -135,7 +135,7 @@ public final class ConsoleApp: Sendable {
         guard sameOrigin(request) else {
             return .text("refused: a cross-site request cannot log in here", status: 403)
         }
-        guard let token = request.form["token"], sessions.same(token, configuration.token) else {
+        guard let token = request.form["token"], sessions.check(token, against: configuration.token) else {
             return .page(LoginPage.render(failed: true, configuration: configuration), status: 401)
         }
         let id = sessions.open()
@@ -153,7 +153,7 @@ public final class ConsoleApp: Sendable {
         if let authorization = request.headers["authorization"] {
             guard authorization.lowercased().hasPrefix("bearer ") else { return nil }
             let token = authorization.dropFirst("bearer ".count).trimmingCharacters(in: .whitespaces)
-            return sessions.same(token, configuration.token) ? .bearer : nil
+            return sessions.check(token, against: configuration.token) ? .bearer : nil
         }
         guard let id = request.cookie(ConsoleApp.cookie), let session = sessions.session(id) else { return nil }
         return .browser(sessionID: id, session)

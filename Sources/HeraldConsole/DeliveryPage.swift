@@ -64,7 +64,9 @@ enum DeliveryPage {
             <dt>Created</dt><dd>\(Layout.ago(delivery[column: "age"], exact: delivery[column: "created"]))</dd></dl>
             <h3>Data</h3><pre>\(delivery[column: "pretty"])</pre>
             """
-        content += "<div class=\"grid\">" + Layout.card("Event", event) + Layout.card("What happens next", next(delivery, viewer)) + "</div>"
+        // What happens next first: on a phone it is what shows without scrolling.
+        content += "<div class=\"grid\">" + Layout.card("What happens next", next(delivery, viewer))
+            + Layout.card("Event", event) + "</div>"
         content += Layout.card("Attempts (\(attempts.count))", timeline(attempts, replayCount: delivery[column: "replay_count"]))
 
         let rebuilt = DeliveryRequest(

@@ -18,7 +18,12 @@ public final class SessionStore: Sendable {
     /// Beyond this many live sessions the oldest are dropped (a flood of logins cannot grow memory without end).
     public static let limit = 1000
 
+    /// Wrong tokens allowed per minute (login form and Bearer together) before every token is refused for the
+    /// rest of that minute: guessing stays hopeless even for a short token, and a person who mistypes is not hurt.
+    public static let failuresPerMinute = 20
+
     private let sessions = Mutex<[String: Session]>([:])
+    private let failures = Mutex<[ContinuousClock.Instant]>([])
     /// Tokens are compared as HMACs under this per-process key, so the comparison is constant-time whatever the
     /// lengths, and the token itself is never compared byte by byte.
     private let comparisonKey: [UInt8]
@@ -46,6 +51,20 @@ public final class SessionStore: Sendable {
     public func same(_ given: String, _ expected: String) -> Bool {
         Signer.constantTimeEquals(Signer.hmacSHA256(key: comparisonKey, message: Array(given.utf8)),
                                   Signer.hmacSHA256(key: comparisonKey, message: Array(expected.utf8)))
+    }
+
+    /// Whether `given` is `expected`, counting a wrong one; false without comparing while too many wrong tokens
+    /// came in the last minute.
+    public func check(_ given: String, against expected: String) -> Bool {
+        let now = clock()
+        let throttled = failures.withLock { recent in
+            recent.removeAll { now - $0 > .seconds(60) }
+            return recent.count >= SessionStore.failuresPerMinute
+        }
+        guard !throttled else { return false }
+        if same(given, expected) { return true }
+        failures.withLock { $0.append(now) }
+        return false
     }
 
     /// Starts a session; returns its id (the cookie's value).

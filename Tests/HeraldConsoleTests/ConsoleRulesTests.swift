@@ -1,5 +1,13 @@
 @testable import HeraldConsole
+import Synchronization
 import Testing
+
+/// A clock the test moves by hand.
+final class ManualClock: Sendable {
+    private let instant = Mutex(ContinuousClock.now)
+    func now() -> ContinuousClock.Instant { instant.withLock { $0 } }
+    func advance(_ duration: Duration) { instant.withLock { $0 += duration } }
+}
 
 /// The console's rules without a server or a database: escaping, configuration, origin check, forms.
 @Suite struct ConsoleRulesTests {
@@ -62,6 +70,22 @@ import Testing
         #expect(request.query == ["q": "contact.created", "x": "a b"])
         #expect(request.form == ["token": "p+q r", "_form": "f"])
         #expect(request.cookie("herald_console_session") == "abc")
+    }
+
+    @Test func wrongTokensAreThrottledAndSessionsExpire() {
+        let clock = ManualClock()
+        let store = SessionStore(clock: { clock.now() })
+        for _ in 0..<SessionStore.failuresPerMinute {
+            #expect(!store.check("a-wrong-token-guess", against: "the-right-token-0123"))
+        }
+        #expect(!store.check("the-right-token-0123", against: "the-right-token-0123"), "refused while throttled")
+        clock.advance(.seconds(61))
+        #expect(store.check("the-right-token-0123", against: "the-right-token-0123"))
+
+        let id = store.open()
+        #expect(store.session(id) != nil && store.session("not-" + id) == nil)
+        clock.advance(SessionStore.lifetime + .seconds(1))
+        #expect(store.session(id) == nil)
     }
 
     @Test func chartAxisUsesRoundNumbers() {
