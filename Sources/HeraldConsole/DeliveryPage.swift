@@ -12,10 +12,10 @@ enum DeliveryPage {
     /// What happens next to a pending delivery, in words (NULL once it is finished). Over `d` (deliveries).
     static let nextAttemptSQL = """
         CASE WHEN d.status <> 'pending' THEN NULL
-             WHEN d.lease_token IS NOT NULL THEN 'in flight on ' || coalesce(d.leased_by, 'a worker')
-             WHEN d.ordering_blocked THEN 'waiting behind an earlier event of ordering key ' || d.ordering_key
-             WHEN d.next_attempt_at <= now() THEN 'due now'
-             ELSE 'due in ' || justify_interval(date_trunc('second', d.next_attempt_at - now())) END
+             WHEN d.lease_token IS NOT NULL THEN 'In flight on ' || coalesce(d.leased_by, 'a worker')
+             WHEN d.ordering_blocked THEN 'Waiting behind an earlier event of ordering key ' || d.ordering_key
+             WHEN d.next_attempt_at <= now() THEN 'Due now'
+             ELSE 'Due in ' || justify_interval(date_trunc('second', d.next_attempt_at - now())) END
         """
 
     static func render(_ connection: PostgresConnection, _ viewer: Layout.Viewer, id: String, replayed: Bool)
@@ -176,21 +176,21 @@ enum DeliveryPage {
 
     /// A table of deliveries (the endpoint page, search results).
     static func table(_ rows: [Row], showConfig: Bool, empty: String) -> HTML {
+        let headings = ["Delivery"] + (showConfig ? ["Endpoint"] : [])
+            + ["Event", "Status", "Attempts", "HTTP", "Last error", "Created", "Next"]
         let cells: [HTML] = rows.map { row in
             let id = row[column: "id"] ?? ""
-            let config: HTML = showConfig
-                ? "<td><a href=\"/endpoints/\(row[column: "config_id"] ?? "")\">\(row[column: "config_name"])</a></td>"
-                : ""
-            return """
-                <tr><td class="id"><a href="/deliveries/\(id)">\(id.prefix(8))…</a></td>\(config)\
-                <td>\(row[column: "event_type"])</td><td>\(Layout.badge(row[column: "status"]))</td>\
-                <td class="num">\(row[column: "attempts"], or: "0")</td><td class="num">\(row[column: "last_response_status"], or: "")</td>\
-                <td>\(Layout.excerpt(row[column: "last_error"], 70))</td>\
-                <td class="nowrap">\(Layout.ago(row[column: "age"], exact: row[column: "created"]))</td>\
-                <td class="nowrap">\(row[column: "next"], or: "")</td></tr>
-                """
+            let config: [(String, HTML)] = showConfig
+                ? [("", "<a href=\"/endpoints/\(row[column: "config_id"] ?? "")\">\(row[column: "config_name"])</a>")]
+                : []
+            return Layout.row(headings, [("id", "<a href=\"/deliveries/\(id)\">\(id.prefix(8))…</a>")] + config + [
+                ("", "\(row[column: "event_type"])"), ("", Layout.badge(row[column: "status"])),
+                ("num", "\(row[column: "attempts"], or: "0")"), ("num", "\(row[column: "last_response_status"], or: "")"),
+                ("", "\(Layout.excerpt(row[column: "last_error"], 70))"),
+                ("nowrap", Layout.ago(row[column: "age"], exact: row[column: "created"])),
+                ("nowrap", "\(row[column: "next"], or: "")"),
+            ])
         }
-        let headings = ["Delivery"] + (showConfig ? ["Endpoint"] : []) + ["Event", "Status", "Attempts", "HTTP", "Last error", "Created", "Next"]
-        return Layout.table(headings, cells, empty: empty)
+        return Layout.table(headings, cells, empty: empty, stacked: true)
     }
 }

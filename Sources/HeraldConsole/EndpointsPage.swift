@@ -26,32 +26,34 @@ enum EndpointsPage {
         for value in organizations {
             options += "<option value=\"\(value)\"\(HTML(stringLiteral: value == filter ? " selected" : ""))>\(value)</option>"
         }
+        let headings = ["Endpoint", "State", "Success 24 h", "Failures in a row", "Circuit", "In flight", "Cap",
+                        "Pending", "Failed", "Organization"]
         let tableRows: [HTML] = rows.map { row in
             let active = row[column: "is_active"] == "t"
             let rate: HTML = row[column: "success_rate_pct"].map { value -> HTML in
                 (Double(value) ?? 100) < 90 ? "<span class=\"badge bad\">\(value) %</span>" : "\(value) %"
             } ?? "no attempts"
             let failures = Int(row[column: "consecutive_failures"] ?? "0") ?? 0
-            return """
-                <tr><td><a href="/endpoints/\(row[column: "id"] ?? "")">\(row[column: "name"])</a>\
-                <div class="muted">\(Layout.excerpt(row[column: "url"], 60))</div></td>\
-                <td>\(Layout.badge(active ? "active" : "disabled"))</td>\
-                <td class="num">\(rate)<div class="muted">\(row[column: "attempts_24h"], or: "0") attempts</div></td>\
-                <td class="num">\(failures > 0 ? "<span class=\"badge bad\">\(failures)</span>" as HTML : "0")</td>\
-                <td>\(Layout.badge(row[column: "circuit"]))</td>\
-                <td class="num">\(row[column: "in_flight"], or: "0")</td><td class="nowrap">\(row[column: "cap"])</td>\
-                <td class="num">\(row[column: "pending"], or: "0")</td><td class="num">\(row[column: "failed"], or: "0")</td>\
-                <td class="id" title="\(row[column: "organization"] ?? "")">\(Layout.excerpt(row[column: "organization"], 9))</td></tr>
-                """
+            let organization = row[column: "organization"] ?? ""
+            return Layout.row(headings, [
+                ("", "<a href=\"/endpoints/\(row[column: "id"] ?? "")\">\(row[column: "name"])</a>"
+                    + "<div class=\"muted\">\(Layout.excerpt(row[column: "url"], 60))</div>"),
+                ("", Layout.badge(active ? "active" : "disabled")),
+                ("num", "\(rate)<div class=\"muted\">\(row[column: "attempts_24h"], or: "0") attempts</div>"),
+                ("num", failures > 0 ? "<span class=\"badge bad\">\(failures)</span>" : "0"),
+                ("", Layout.badge(row[column: "circuit"])),
+                ("num", "\(row[column: "in_flight"], or: "0")"), ("nowrap", "\(row[column: "cap"])"),
+                ("num", "\(row[column: "pending"], or: "0")"), ("num", "\(row[column: "failed"], or: "0")"),
+                ("id", "<span title=\"\(organization)\">\(Layout.excerpt(organization, 9))</span>"),
+            ])
         }
         let content: HTML = """
             <h1>Endpoints</h1>
             <form class="filters" method="get" action="/endpoints"><label>Organization\
             <select name="org">\(options)</select></label><button type="submit" class="quiet">Filter</button></form>
             \(Layout.card("\(rows.count) endpoint\(rows.count == 1 ? "" : "s"), disabled and failing first", Layout.table(
-                ["Endpoint", "State", "Success 24 h", "Failures in a row", "Circuit", "In flight", "Cap", "Pending",
-                 "Failed", "Organization"],
-                tableRows, empty: "No webhook config matches (add one with herald config create).")))
+                headings, tableRows, empty: "No webhook config matches (add one with herald config create).",
+                stacked: true)))
             """
         return Layout.page("Endpoints", .endpoints, viewer, content)
     }

@@ -93,11 +93,24 @@ public enum Layout {
         return future ? "in \(text)" : "\(text) ago"
     }
 
-    /// A table that scrolls sideways on a narrow screen instead of squeezing its columns.
-    public static func table(_ headings: [String], _ rows: [HTML], empty: String) -> HTML {
+    /// A table that scrolls sideways on a narrow screen instead of squeezing its columns; with `stacked`, each row
+    /// becomes a small card of labelled values on a phone instead (its rows made with `row(_:_:)`).
+    public static func table(_ headings: [String], _ rows: [HTML], empty: String, stacked: Bool = false) -> HTML {
         guard !rows.isEmpty else { return "<p class=\"empty\">\(empty)</p>" }
         let head = HTML(joining: headings.map { "<th>\($0)</th>" })
-        return "<div class=\"scroll\"><table><thead><tr>\(head)</tr></thead><tbody>\(HTML(joining: rows))</tbody></table></div>"
+        return """
+            <div class="scroll"><table\(stacked ? " class=\"stack\"" as HTML : "")><thead><tr>\(head)</tr></thead>\
+            <tbody>\(HTML(joining: rows))</tbody></table></div>
+            """
+    }
+
+    /// One table row whose cells carry their column's heading (shown above the value on a phone).
+    /// - Parameter cells: `(class, content)` per column, in the order of `headings`.
+    public static func row(_ headings: [String], _ cells: [(String, HTML)]) -> HTML {
+        let parts = zip(headings, cells).map { heading, cell -> HTML in
+            "<td class=\"\(cell.0)\" data-label=\"\(heading)\">\(cell.1)</td>"
+        }
+        return "<tr>\(HTML(joining: parts))</tr>"
     }
 
     /// Text cut to `limit` characters (with an ellipsis) for a table cell.
@@ -138,7 +151,7 @@ public enum Layout {
         h1{font-size:1.4rem;margin:.5rem 0 1rem;word-break:break-word}
         h2{font-size:1.05rem;margin:0 0 .6rem}
         .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:1rem;margin:0 0 1rem}
-        .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,22rem),1fr));gap:1rem;margin-bottom:1rem}
+        .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,22rem),1fr));gap:1rem;margin-bottom:1rem;align-items:start}
         .grid .card{margin:0}
         .kpis{display:grid;grid-template-columns:repeat(auto-fit,minmax(9rem,1fr));gap:.75rem;margin-bottom:1rem}
         .kpi{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:.7rem .9rem}
@@ -195,6 +208,13 @@ public enum Layout {
         .login form{display:flex;flex-direction:column;gap:.8rem}
         .filters{display:flex;flex-wrap:wrap;gap:.5rem;align-items:flex-end;margin-bottom:.8rem}
         @media (max-width:640px){main{padding:.75rem .6rem 2rem}header{padding:.5rem .75rem}\
-        .logout{margin-left:0}th,td{padding:.35rem .35rem}dl{grid-template-columns:1fr}dt{margin-top:.4rem}        .chart svg,.chart .y{height:140px}}
+        .logout{margin-left:0}th,td{padding:.35rem .35rem}dl{grid-template-columns:1fr}dt{margin-top:.4rem}        .chart svg,.chart .y{height:140px}\
+        table.stack thead{display:none}\
+        table.stack tr{display:grid;grid-template-columns:1fr 1fr;gap:.2rem .8rem;padding:.55rem 0;\
+        border-bottom:1px solid var(--line)}\
+        table.stack td{border:none;padding:0;text-align:left;white-space:normal}\
+        table.stack td:first-child{grid-column:1/-1}\
+        table.stack td::before{content:attr(data-label);display:block;font-size:.75rem;color:var(--muted)}\
+        table.stack td:first-child::before{content:none}}
         """
 }
