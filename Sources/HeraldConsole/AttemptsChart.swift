@@ -4,15 +4,15 @@
 /// counts in each bar's tooltip, so "when did it start failing?" is answered at a glance. The SVG holds only
 /// shapes and stretches to the width of the screen; the axis labels are HTML around it, so they keep their size
 /// on a phone.
-public enum AttemptsChart {
+enum AttemptsChart {
     /// One minute's counts.
-    public struct Minute: Sendable, Equatable {
+    struct Minute: Sendable, Equatable {
         /// `HH:MM` (UTC).
-        public var label: String
-        public var delivered: Int
-        public var failed: Int
+        var label: String
+        var delivered: Int
+        var failed: Int
 
-        public init(label: String, delivered: Int, failed: Int) {
+        init(label: String, delivered: Int, failed: Int) {
             self.label = label
             self.delivered = delivered
             self.failed = failed
@@ -23,7 +23,7 @@ public enum AttemptsChart {
     static let slot = 10
     static let height = 100
 
-    public static func svg(_ minutes: [Minute]) -> HTML {
+    static func svg(_ minutes: [Minute]) -> HTML {
         let scale = niceCeiling(minutes.map { $0.delivered + $0.failed }.max() ?? 0)
         let width = slot * max(minutes.count, 1)
         var shapes: [HTML] = []

@@ -5,7 +5,7 @@ import Synchronization
 ///
 /// libpq connections are owned by one thread at a time; a borrowed connection is used by the borrowing thread
 /// only and comes back when the request is done, or is dropped when the server closed it.
-public final class ConnectionPool: Sendable {
+final class ConnectionPool: Sendable {
     /// `PostgresConnection` is not `Sendable`: this box moves it between threads.
     private final class Box: @unchecked Sendable {
         // @unchecked: a box is either in the pool (under the mutex) or held by exactly one borrowing thread.
@@ -18,13 +18,13 @@ public final class ConnectionPool: Sendable {
     /// Idle connections kept beyond this are closed.
     private let keep: Int
 
-    public init(url: String, keep: Int = 4) {
+    init(url: String, keep: Int = 4) {
         self.url = url
         self.keep = keep
     }
 
     /// Runs `body` with a connection of its own; a connection that failed as a connection is not reused.
-    public func withConnection<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+    func withConnection<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
         let box = try idle.withLock { $0.popLast() } ?? open()
         do {
             let result = try body(box.connection)

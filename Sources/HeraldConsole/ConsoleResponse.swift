@@ -11,7 +11,7 @@ public struct ConsoleResponse: Sendable {
         self.body = body
     }
 
-    public static func page(_ html: HTML, status: Int = 200) -> ConsoleResponse {
+    static func page(_ html: HTML, status: Int = 200) -> ConsoleResponse {
         ConsoleResponse(status: status, headers: [("Content-Type", "text/html; charset=utf-8")],
                         body: Array(html.text.utf8))
     }

@@ -1,6 +1,6 @@
 /// `application/x-www-form-urlencoded`, as browsers send forms and query strings.
-public enum FormData {
-    public static func decode(_ text: String) -> [String: String] {
+enum FormData {
+    static func decode(_ text: String) -> [String: String] {
         var fields: [String: String] = [:]
         for pair in text.split(separator: "&") {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
@@ -11,7 +11,7 @@ public enum FormData {
     }
 
     /// `+` is a blank; `%XX` a byte; invalid UTF-8 becomes U+FFFD.
-    public static func unescape(_ text: String) -> String {
+    static func unescape(_ text: String) -> String {
         var bytes: [UInt8] = []
         var iterator = Array(text.utf8).makeIterator()
         while let byte = iterator.next() {
@@ -28,7 +28,7 @@ public enum FormData {
     }
 
     /// For links: everything but unreserved characters percent-encoded.
-    public static func escape(_ text: String) -> String {
+    static func escape(_ text: String) -> String {
         var result = ""
         for byte in text.utf8 {
             switch byte {

@@ -6,35 +6,35 @@ import HeraldCore
 /// data, config names. Any of them may hold `<script>`, quotes or terminal control characters. Interpolating a
 /// `String` (or any value) into an `HTML` literal escapes it and neutralizes its control characters; only another
 /// `HTML` value is inserted as it is. So the safe way is the short way, and markup has to be asked for by type.
-public struct HTML: Sendable, Equatable, ExpressibleByStringInterpolation, CustomStringConvertible {
+struct HTML: Sendable, Equatable, ExpressibleByStringInterpolation, CustomStringConvertible {
     /// The markup, ready to send.
-    public private(set) var text: String
+    private(set) var text: String
 
     /// Markup written by the console itself (a literal in the source, never data).
-    public init(stringLiteral value: String) { text = value }
+    init(stringLiteral value: String) { text = value }
 
-    public init(stringInterpolation: Interpolation) { text = stringInterpolation.text }
+    init(stringInterpolation: Interpolation) { text = stringInterpolation.text }
 
     /// Builds a fragment out of parts that are already `HTML`.
-    public init<S: Sequence>(joining parts: S, separator: HTML = "") where S.Element == HTML {
+    init<S: Sequence>(joining parts: S, separator: HTML = "") where S.Element == HTML {
         text = parts.map(\.text).joined(separator: separator.text)
     }
 
-    public var description: String { text }
+    var description: String { text }
 
-    public static let empty: HTML = ""
+    static let empty: HTML = ""
 
-    public static func + (left: HTML, right: HTML) -> HTML {
+    static func + (left: HTML, right: HTML) -> HTML {
         var joined = left
         joined.text += right.text
         return joined
     }
 
-    public static func += (left: inout HTML, right: HTML) { left.text += right.text }
+    static func += (left: inout HTML, right: HTML) { left.text += right.text }
 
     /// Escapes `&`, `<`, `>`, `"` and `'` (so the text is safe between tags and inside quoted attributes) and makes
     /// control characters visible (`\u{1B}`) instead of passing them to the browser.
-    public static func escape(_ value: String) -> String {
+    static func escape(_ value: String) -> String {
         var result = ""
         result.reserveCapacity(value.utf8.count)
         for scalar in TerminalText.neutralized(value).unicodeScalars {
@@ -50,21 +50,22 @@ public struct HTML: Sendable, Equatable, ExpressibleByStringInterpolation, Custo
         return result
     }
 
-    public struct Interpolation: StringInterpolationProtocol {
+    /// How `"…\(value)…"` builds an `HTML` value: literal parts as they are, interpolated values escaped.
+    struct Interpolation: StringInterpolationProtocol {
         var text = ""
 
-        public init(literalCapacity: Int, interpolationCount: Int) { text.reserveCapacity(literalCapacity * 2) }
+        init(literalCapacity: Int, interpolationCount: Int) { text.reserveCapacity(literalCapacity * 2) }
 
-        public mutating func appendLiteral(_ literal: String) { text += literal }
+        mutating func appendLiteral(_ literal: String) { text += literal }
 
         /// Markup: inserted as it is.
-        public mutating func appendInterpolation(_ html: HTML) { text += html.text }
+        mutating func appendInterpolation(_ html: HTML) { text += html.text }
 
         /// Anything else: escaped.
-        public mutating func appendInterpolation<T>(_ value: T) { text += HTML.escape(String(describing: value)) }
+        mutating func appendInterpolation<T>(_ value: T) { text += HTML.escape(String(describing: value)) }
 
         /// A database value that may be NULL: escaped, and `placeholder` when NULL.
-        public mutating func appendInterpolation(_ value: String?, or placeholder: String = "–") {
+        mutating func appendInterpolation(_ value: String?, or placeholder: String = "–") {
             text += HTML.escape(value ?? placeholder)
         }
     }

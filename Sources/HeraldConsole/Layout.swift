@@ -3,18 +3,19 @@
 ///
 /// All styling is inline in the page, with no external font, script or stylesheet, so the console works offline
 /// and the Content-Security-Policy can forbid everything else. No JavaScript.
-public enum Layout {
+enum Layout {
     /// What a page needs to know about who is looking.
-    public struct Viewer: Sendable {
+    struct Viewer: Sendable {
         /// The session's form token (empty for Bearer clients, which need none).
-        public var formToken: String
-        public var readOnly: Bool
-        public var loggedInWithCookie: Bool
+        var formToken: String
+        var readOnly: Bool
+        var loggedInWithCookie: Bool
     }
 
-    public enum Section: Sendable { case overview, endpoints, search, none }
+    /// Which navigation link is marked as the current page.
+    enum Section: Sendable { case overview, endpoints, search, none }
 
-    public static func page(_ title: String, _ section: Section, _ viewer: Viewer?, _ content: HTML) -> HTML {
+    static func page(_ title: String, _ section: Section, _ viewer: Viewer?, _ content: HTML) -> HTML {
         func link(_ href: String, _ name: String, _ mine: Section) -> HTML {
             section == mine ? "<a href=\"\(href)\" aria-current=\"page\">\(name)</a>" : "<a href=\"\(href)\">\(name)</a>"
         }
@@ -46,12 +47,12 @@ public enum Layout {
     }
 
     /// The hidden field every POST form carries.
-    public static func formToken(_ viewer: Viewer) -> HTML {
+    static func formToken(_ viewer: Viewer) -> HTML {
         "<input type=\"hidden\" name=\"_form\" value=\"\(viewer.formToken)\">"
     }
 
     /// A POST form with one button, or nothing in read-only mode.
-    public static func action(_ viewer: Viewer, _ path: String, _ label: String, fields: HTML = "",
+    static func action(_ viewer: Viewer, _ path: String, _ label: String, fields: HTML = "",
                               style: String = "") -> HTML {
         guard !viewer.readOnly else { return "" }
         return """
@@ -61,7 +62,7 @@ public enum Layout {
     }
 
     /// A delivery's or an attempt's status as a coloured word.
-    public static func badge(_ status: String?) -> HTML {
+    static func badge(_ status: String?) -> HTML {
         let word = status ?? "–"
         let kind: String
         switch word {
@@ -74,12 +75,12 @@ public enum Layout {
     }
 
     /// "4 min ago", with the exact UTC time on hover.
-    public static func ago(_ seconds: String?, exact: String?) -> HTML {
+    static func ago(_ seconds: String?, exact: String?) -> HTML {
         guard let seconds, let value = Double(seconds) else { return "–" }
         return "<time title=\"\(exact ?? "")\">\(relative(value))</time>"
     }
 
-    public static func relative(_ seconds: Double) -> String {
+    static func relative(_ seconds: Double) -> String {
         let future = seconds < 0
         let s = abs(seconds)
         let text: String
@@ -95,7 +96,7 @@ public enum Layout {
 
     /// A table that scrolls sideways on a narrow screen instead of squeezing its columns; with `stacked`, each row
     /// becomes a small card of labelled values on a phone instead (its rows made with `row(_:_:)`).
-    public static func table(_ headings: [String], _ rows: [HTML], empty: String, stacked: Bool = false) -> HTML {
+    static func table(_ headings: [String], _ rows: [HTML], empty: String, stacked: Bool = false) -> HTML {
         guard !rows.isEmpty else { return "<p class=\"empty\">\(empty)</p>" }
         let head = HTML(joining: headings.map { "<th>\($0)</th>" })
         return """
@@ -106,7 +107,7 @@ public enum Layout {
 
     /// One table row whose cells carry their column's heading (shown above the value on a phone).
     /// - Parameter cells: `(class, content)` per column, in the order of `headings`.
-    public static func row(_ headings: [String], _ cells: [(String, HTML)]) -> HTML {
+    static func row(_ headings: [String], _ cells: [(String, HTML)]) -> HTML {
         let parts = zip(headings, cells).map { heading, cell -> HTML in
             "<td class=\"\(cell.0)\" data-label=\"\(heading)\">\(cell.1)</td>"
         }
@@ -114,19 +115,19 @@ public enum Layout {
     }
 
     /// Text cut to `limit` characters (with an ellipsis) for a table cell.
-    public static func excerpt(_ text: String?, _ limit: Int = 80) -> String {
+    static func excerpt(_ text: String?, _ limit: Int = 80) -> String {
         guard let text else { return "" }
         let flat = text.replacingOccurrences(of: "\r", with: " ").replacingOccurrences(of: "\n", with: " ")
         return flat.count > limit ? String(flat.prefix(limit - 1)) + "…" : flat
     }
 
-    public static func card(_ title: String, _ content: HTML, id: String? = nil) -> HTML {
+    static func card(_ title: String, _ content: HTML, id: String? = nil) -> HTML {
         let anchor: HTML = id.map { " id=\"\($0)\"" } ?? ""
         return "<section class=\"card\"\(anchor)><h2>\(title)</h2>\(content)</section>"
     }
 
     /// A message at the top of a page after an action ("replayed 3 deliveries").
-    public static func notice(_ text: String?, bad: Bool = false) -> HTML {
+    static func notice(_ text: String?, bad: Bool = false) -> HTML {
         guard let text, !text.isEmpty else { return "" }
         return "<p class=\"notice\(bad ? " bad" : "")\" role=\"status\">\(text)</p>"
     }
