@@ -4,6 +4,8 @@ import PackageDescription
 // The folders show the architecture, bottom to top:
 //   C adapters (CLibPQ, CCurl, CCrypto) → HeraldCore (pure, no I/O) → HeraldSigning, HeraldPostgres, HeraldHTTP
 //   (thin owners of C handles) → HeraldWorker (claim, deliver, record) → herald (the CLI).
+// The operator console: HeraldConsole (pages, sessions, rules; no server library) → herald-console (SwiftNIO, its
+// own executable so that `herald`'s release build never compiles SwiftNIO; `herald console` starts it).
 let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 
 let package = Package(
@@ -12,12 +14,16 @@ let package = Package(
     products: [
         .executable(name: "herald", targets: ["herald"]),
         .executable(name: "herald-naive-baseline", targets: ["herald-naive-baseline"]),
+        .executable(name: "herald-console", targets: ["herald-console"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
+        // The console's HTTP server only (herald-console): never linked into herald or the worker.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.30.0"),
     ],
     targets: [
         .systemLibrary(
@@ -52,6 +58,20 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strict),
+        .target(
+            name: "HeraldConsole",
+            dependencies: ["HeraldCore", "HeraldSigning", "HeraldPostgres"],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "herald-console",
+            dependencies: [
+                "HeraldConsole", "HeraldCore", "HeraldPostgres",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strict),
         // The benchmark's baseline (scripts/bench): one delivery per transaction. Not shipped.
         .executableTarget(
             name: "herald-naive-baseline",
@@ -66,6 +86,10 @@ let package = Package(
         .testTarget(
             name: "HeraldCoreTests",
             dependencies: ["HeraldCore", "HeraldSigning"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "HeraldConsoleTests",
+            dependencies: ["HeraldConsole"],
             swiftSettings: strict),
         .testTarget(
             name: "HeraldIntegrationTests",

@@ -20,7 +20,7 @@ struct Herald: ParsableCommand {
             """,
         version: HeraldVersion.current,
         subcommands: [Migrate.self, Work.self, Emit.self, ConfigCommand.self, TestEvent.self, Logs.self, Deliveries.self,
-                      Show.self, Retry.self, Replay.self, Stats.self, Prune.self, EventTypes.self, Receive.self])
+                      Show.self, Retry.self, Replay.self, Stats.self, Prune.self, EventTypes.self, Receive.self, Console.self])
 
     /// As argument-parser's, except that a database error is printed through `CommandFailure` (its generic
     /// description, control characters neutralized) rather than as it comes.

@@ -20,25 +20,14 @@ struct TestEvent: ParsableCommand {
     func run() throws {
         let connection = try database.connect()
         let configID = try resolveConfig(config, organization: scope.organization, on: connection)
-        let row = try connection.query("SELECT is_active, url, organization_id FROM webhook_configs WHERE id = $1",
+        let row = try connection.query("SELECT is_active, url FROM webhook_configs WHERE id = $1",
                                        [configID]).rows[0]
         guard row[0] == "t" else {
             throw CommandFailure("config \(configID) is disabled: enable it first (herald config enable \(configID))")
         }
-        let deliveryID = try connection.transaction { connection -> String in
-            // This one transaction only: the event must not fan out to the organization's other configs.
-            try connection.query("SET LOCAL herald.fan_out = 'off'")
-            let event = try connection.query("""
-                INSERT INTO webhook_events (event_type, organization_id, data)
-                VALUES ('webhook.test', $1::uuid, jsonb_build_object('message', 'This is a test event from Herald',
-                        'config_id', $2::text, 'sent_at', now()))
-                RETURNING id
-                """, [row[2], configID]).scalar!
-            let delivery = try connection.query(
-                "INSERT INTO webhook_deliveries (event_id, config_id, max_attempts) VALUES ($1, $2, 1) RETURNING id",
-                [event, configID]).scalar!
-            try connection.query("SELECT pg_notify('herald_deliveries', '')")
-            return delivery
+        // One event for this config only, one attempt: herald_send_test_event (sql/011), which the console uses too.
+        let deliveryID = try perform {
+            try connection.query("SELECT herald_send_test_event($1::uuid)", [configID]).scalar!
         }
         print("sent webhook.test to \(row[1] ?? "?") (delivery \(deliveryID)); waiting for a worker…")
         let deadline = Date().addingTimeInterval(wait)
