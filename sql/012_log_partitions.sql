@@ -258,17 +258,22 @@ $$;
 CREATE INDEX webhook_deliveries_created ON webhook_deliveries USING brin (created_at);
 CREATE INDEX webhook_events_occurred ON webhook_events USING brin (occurred_at);
 
--- Finished deliveries and old events, in batches, as before; webhook_logs rows only from the old table
+-- Finished deliveries and old events, in batches, as before. An event goes once its last delivery has gone:
+-- those of the deliveries this batch deleted are checked at once. p_sweep also looks for old events that have
+-- no delivery at all (no subscriber when they were inserted, or left by an earlier prune); that reads every old
+-- event still waiting on a pending delivery, so the workers sweep once every ten minutes, not every batch.
+-- webhook_logs rows only from the old table
 -- (webhook_logs_legacy) while it is attached, so that its rows go at the retention age too rather than all
 -- at once when the whole table is past it. Newer log rows go with their partitions. The dry run counts those
 -- too, from the statistics' row estimates.
 DROP FUNCTION herald_prune(interval, integer, boolean, boolean);
 CREATE FUNCTION herald_prune(p_older_than interval, p_batch integer DEFAULT 1000, p_dry_run boolean DEFAULT false,
-                             p_skip_if_busy boolean DEFAULT false)
+                             p_skip_if_busy boolean DEFAULT false, p_sweep boolean DEFAULT true)
 RETURNS TABLE (deliveries bigint, logs bigint, events bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     cutoff timestamptz := now() - p_older_than;
+    v_events uuid[];
     v_legacy boolean := EXISTS (SELECT 1 FROM herald_log_partitions
                                  WHERE partition = 'webhook_logs_legacy' AND attached AND NOT detaching);
     d bigint;
@@ -306,8 +311,8 @@ BEGIN
              WHERE x.created_at < cutoff AND x.status <> 'pending' AND x.completed_at < cutoff LIMIT p_batch
                FOR UPDATE SKIP LOCKED)
           AND status <> 'pending'
-        RETURNING 1)
-    SELECT count(*) INTO d FROM gone;
+        RETURNING event_id)
+    SELECT count(*), coalesce(array_agg(DISTINCT g.event_id), '{}') INTO d, v_events FROM gone g;
     IF v_legacy THEN
         EXECUTE 'WITH gone AS (DELETE FROM webhook_logs_legacy WHERE id IN (
                      SELECT x.id FROM webhook_logs_legacy x WHERE x.created_at < $1 LIMIT $2) RETURNING 1)
@@ -316,8 +321,13 @@ BEGIN
     WITH gone AS (
         DELETE FROM webhook_events WHERE id IN (
             SELECT v.id FROM webhook_events v
-             WHERE v.occurred_at < cutoff AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x WHERE x.event_id = v.id)
-             LIMIT p_batch)
+             WHERE v.id = ANY (v_events) AND v.occurred_at < cutoff
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x WHERE x.event_id = v.id)
+            UNION ALL
+            (SELECT v.id FROM webhook_events v
+              WHERE p_sweep AND v.occurred_at < cutoff AND v.id <> ALL (v_events)
+                AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x WHERE x.event_id = v.id)
+              LIMIT p_batch))
         RETURNING 1)
     SELECT count(*) INTO e FROM gone;
     RETURN QUERY SELECT d, l, e;

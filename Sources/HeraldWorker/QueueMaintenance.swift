@@ -75,10 +75,12 @@ public struct QueueMaintenance {
     }
 
     /// One retention batch of finished deliveries and old events (`herald_prune`, sql/012), skipped when another
-    /// session is pruning; returns the rows deleted.
-    public func pruneBatch(olderThan age: Duration, batch: Int) throws -> Int {
-        Int(try connection.query("SELECT deliveries + logs + events FROM herald_prune($1::interval, $2, false, true)",
-                                 [Self.interval(age), String(batch)]).scalar ?? "0") ?? 0
+    /// session is pruning; returns the rows deleted. `sweep` also looks for old events without any delivery, which
+    /// reads every old event still waiting on a pending delivery: not for every batch.
+    public func pruneBatch(olderThan age: Duration, batch: Int, sweep: Bool) throws -> Int {
+        Int(try connection.query(
+            "SELECT deliveries + logs + events FROM herald_prune($1::interval, $2, false, true, $3)",
+            [Self.interval(age), String(batch), sweep ? "true" : "false"]).scalar ?? "0") ?? 0
     }
 
     /// One of Herald's hot tables (`herald_queue_health()`); `webhook_logs` summed over its partitions.

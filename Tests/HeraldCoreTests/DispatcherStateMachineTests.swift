@@ -42,6 +42,28 @@ import Testing
         }
     }
 
+    @Test func wakeUpsAfterAnEmptyClaimAreCoalescedButResultsStillClaimAtOnce() {
+        var m = machine(concurrency: 10, claimBatch: 10)
+        connected(&m, at: start)
+        m.claimed(5, limit: 10, now: start)
+        // After a claim that found work, a wake-up (new events) claims at once.
+        m.mailArrived(results: 0, woken: true, stopRequested: false, now: start)
+        #expect(m.nextAction(now: start) == .claim(limit: 5))
+        m.claimed(0, limit: 5, now: start)
+        // After an empty claim (the endpoint at its cap), wake-ups from a stream of inserts wait 25 ms.
+        let soon = start + .milliseconds(1)
+        m.mailArrived(results: 0, woken: true, stopRequested: false, now: soon)
+        #expect(m.nextAction(now: soon) == .wait(until: start + .milliseconds(25)))
+        m.mailArrived(results: 0, woken: true, stopRequested: false, now: start + .milliseconds(10))
+        #expect(m.nextAction(now: start + .milliseconds(10)) == .wait(until: start + .milliseconds(25)))
+        #expect(m.nextAction(now: start + .milliseconds(25)) == .claim(limit: 5))
+        // Results free slots: written and claimed in one go, without waiting.
+        m.claimed(0, limit: 5, now: start + .milliseconds(25))
+        m.mailArrived(results: 2, woken: true, stopRequested: false, now: start + .milliseconds(26))
+        m.wrote(written: 2, busy: 0, now: start + .milliseconds(26))
+        #expect(m.nextAction(now: start + .milliseconds(26)) == .claim(limit: 7))
+    }
+
     @Test func aClaimCutByAnEndpointCapIsRetriedAsSoonAsResultsFreeSlots() {
         var m = machine(concurrency: 10, claimBatch: 10)
         connected(&m, at: start)
