@@ -61,8 +61,8 @@ $$;
 -- late: with the default cost delay (2 ms per 200 pages of work) a pass over webhook_deliveries took minutes, and
 -- dead rows stood at 150,000 after 4 minutes while the table grew though the queue stayed short. Every update of
 -- this table leaves a dead row (none is HOT, see docs/PERFORMANCE.md), so its vacuum runs unthrottled, like
--- herald_endpoint_signals' (sql/007). ANALYZE less often: the claim's plans are fixed (index scans only) and do not
--- depend on the statistics.
+-- herald_endpoint_signals' (sql/007); how much that lowers the dead-row figure is not measured yet. ANALYZE less
+-- often: the claim's plans are fixed (index scans only) and do not depend on the statistics.
 ALTER TABLE webhook_deliveries SET (autovacuum_vacuum_cost_delay = 0, autovacuum_analyze_scale_factor = 0.1);
 -- webhook_configs: one row per endpoint, updated by every claim that folds signals (health, adaptive limit).
 ALTER TABLE webhook_configs SET (autovacuum_vacuum_cost_delay = 0);
