@@ -377,10 +377,19 @@ public final class Worker: Sendable {
                             "partitions": "\(dropped.map(\.name).joined(separator: ","))",
                             "rows": "\(dropped.reduce(0) { $0 + $1.rows })"])
                     }
+                    // Batches for at most 10 s, so that partitions are still created and dropped on time while
+                    // there is a lot to delete; the next round then starts at once.
+                    var moreToPrune = false
                     if let retention = configuration.retention {
                         let sweep = sweptAt.map { now - $0 >= .seconds(600) } ?? true
+                        let until = ContinuousClock.now + .seconds(10)
                         while !mailbox.isStopRequested,
-                              try maintenance.pruneBatch(olderThan: retention, batch: 2000, sweep: sweep) > 0 {}
+                              try maintenance.pruneBatch(olderThan: retention, batch: 2000, sweep: sweep) > 0 {
+                            if ContinuousClock.now >= until {
+                                moreToPrune = true
+                                break
+                            }
+                        }
                         if sweep { sweptAt = now }
                     }
                     if configuration.sampleBacklog {
@@ -388,7 +397,7 @@ public final class Worker: Sendable {
                                              horizon: try maintenance.xminHorizon(),
                                              partitionsAheadSeconds: try maintenance.logPartitionsAheadSeconds())
                     }
-                    mailbox.waitForStop(upTo: .seconds(10))
+                    if !moreToPrune { mailbox.waitForStop(upTo: .seconds(10)) }
                 }
             } catch {
                 logger.warning("table maintenance failed; retrying", metadata: ["error": "\(error)"])
