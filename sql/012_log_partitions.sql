@@ -223,6 +223,17 @@ SELECT herald_create_log_partitions();
 --    cannot run inside a function; herald_drop_log_partitions() below is the plain way, for psql.
 -- ---------------------------------------------------------------------------------------------------------
 
+-- The partitions retention removes: those whose every row is older than p_older_than (upper bound past it), and
+-- any left detached by an interrupted prune; oldest first. The one definition `herald prune`, the workers,
+-- herald_drop_log_partitions and herald_prune's dry run all use.
+CREATE FUNCTION herald_expired_log_partitions(p_older_than interval)
+RETURNS SETOF herald_log_partitions
+LANGUAGE sql STABLE AS $$
+    SELECT * FROM herald_log_partitions p
+     WHERE NOT p.attached OR p.upper_bound <= now() - p_older_than
+     ORDER BY p.upper_bound NULLS FIRST
+$$;
+
 -- For psql: drops the log partitions past p_older_than with a plain DETACH (it waits at most 5 s for the
 -- queries using webhook_logs, then gives up with an error); returns their names.
 CREATE FUNCTION herald_drop_log_partitions(p_older_than interval)
@@ -237,8 +248,7 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock(7220136354046182);   -- the pruners' lock (sql/006)
     PERFORM set_config('lock_timeout', '5s', true);
-    FOR p IN SELECT * FROM herald_log_partitions
-              WHERE NOT attached OR upper_bound <= now() - p_older_than ORDER BY upper_bound NULLS FIRST LOOP
+    FOR p IN SELECT * FROM herald_expired_log_partitions(p_older_than) LOOP
         IF p.attached AND p.detaching THEN
             RAISE EXCEPTION 'partition % is being detached concurrently; finish it with: ALTER TABLE webhook_logs DETACH PARTITION % FINALIZE', p.partition, p.partition
                 USING ERRCODE = 'object_in_use';
@@ -293,9 +303,8 @@ BEGIN
         IF v_legacy THEN
             EXECUTE 'SELECT count(*) FROM webhook_logs_legacy WHERE created_at < $1' INTO l USING cutoff;
         END IF;
-        l := l + coalesce((SELECT sum(p.rows_estimate) FROM herald_log_partitions p
-                            WHERE p.partition <> 'webhook_logs_legacy'
-                              AND (NOT p.attached OR p.upper_bound <= cutoff)), 0);
+        l := l + coalesce((SELECT sum(p.rows_estimate) FROM herald_expired_log_partitions(p_older_than) p
+                            WHERE p.partition <> 'webhook_logs_legacy'), 0);
         SELECT count(*) INTO e FROM webhook_events v
          WHERE v.occurred_at < cutoff
            AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x WHERE x.event_id = v.id

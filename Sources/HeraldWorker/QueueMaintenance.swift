@@ -38,9 +38,7 @@ public struct QueueMaintenance {
     /// The partitions entirely older than `age`, oldest first, and any left detached by an interrupted prune.
     public func expiredLogPartitions(olderThan age: Duration) throws -> [ExpiredPartition] {
         try connection.query("""
-            SELECT partition, rows_estimate, attached, detaching FROM herald_log_partitions
-             WHERE NOT attached OR upper_bound <= now() - $1::interval
-             ORDER BY upper_bound NULLS FIRST
+            SELECT partition, rows_estimate, attached, detaching FROM herald_expired_log_partitions($1::interval)
             """, [Self.interval(age)]).rows.map { row in
             ExpiredPartition(name: row[0]!, rows: Int(row[1] ?? "0") ?? 0, attached: row[2] == "t",
                              detaching: row[3] == "t")
