@@ -216,10 +216,14 @@ def hot(pg, receiver_url, events, payload, workers):
 COST_TABLES = ["webhook_deliveries", "webhook_logs", "herald_endpoint_signals", "webhook_events"]
 
 
-def table_bytes(pg, table):
-    """Heap + indexes + TOAST of a table, summed over its partitions when it has any."""
-    return pg.scalar(f"SELECT coalesce(sum(pg_total_relation_size(r)), 0)::bigint FROM "
-                     f"(SELECT relid AS r FROM pg_partition_tree('{table}') UNION SELECT '{table}'::regclass) t")
+def queue_health(pg):
+    """Rows, dead rows and bytes (heap, indexes and TOAST; webhook_logs over its partitions) of Herald's hot
+    tables, as `herald stats` and /metrics report them: herald_queue_health() (sql/013)."""
+    tables = {}
+    for line in pg.sql("SELECT table_name, live_rows, dead_rows, bytes FROM herald_queue_health()").splitlines():
+        name, live, dead, size = line.split("|")
+        tables[name] = {"live_rows": int(live or 0), "dead_rows": int(dead or 0), "bytes": int(size or 0)}
+    return tables
 
 
 def write_counters(pg):
@@ -227,8 +231,9 @@ def write_counters(pg):
     row = pg.sql("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, wal_records, wal_fpi, pg_current_wal_lsn() "
                  "FROM pg_stat_wal").split("|")
     counters = {"wal_bytes": int(float(row[0])), "wal_records": int(row[1]), "wal_fpi": int(row[2]), "lsn": row[3]}
+    health = queue_health(pg)
     for table in COST_TABLES:
-        counters[f"{table}_bytes"] = table_bytes(pg, table)
+        counters[f"{table}_bytes"] = health[table]["bytes"]
     upd = pg.sql("SELECT coalesce(sum(n_tup_upd), 0), coalesce(sum(n_tup_hot_upd), 0) FROM pg_stat_user_tables "
                  "WHERE relname = 'webhook_deliveries'").split("|")
     counters["deliveries_updates"], counters["deliveries_hot_updates"] = int(upd[0]), int(upd[1])
@@ -346,16 +351,22 @@ def many_configs(pg, receiver_url, total, active, events, payload, workers, seed
 
 # --- slow receivers --------------------------------------------------------------------------------------------
 
+def drain_endpoints(pg, urls, events, payload, workers, label, extra=None):
+    """One config per URL, `events` events that each go to all of them, drained by `workers` workers."""
+    truncate(pg)
+    endpoints(pg, urls)
+    insert_events(pg, events, payload)
+    return run_drain(pg, events * len(urls), workers, label, extra=extra)
+
+
 def slow(pg, nginx, delays_ms, endpoint_count, deliveries, payload, workers):
     runs = []
     events = max(1, deliveries // endpoint_count)
     for delay in delays_ms:
-        truncate(pg)
-        endpoints(pg, [nginx.url_for(f"/d{delay}/e{i}") for i in range(endpoint_count)])
-        insert_events(pg, events, payload)
         log(f"  answering after {delay} ms: {events * endpoint_count:,} deliveries over {endpoint_count} endpoints, "
             f"{workers} workers")
-        run = run_drain(pg, events * endpoint_count, workers, f"slow receivers, {delay} ms")
+        run = drain_endpoints(pg, [nginx.url_for(f"/d{delay}/e{i}") for i in range(endpoint_count)], events, payload,
+                              workers, f"slow receivers, {delay} ms")
         run.update(delay_ms=delay, endpoints=endpoint_count)
         log(f"    {run['per_second']:,}/s, peak RSS {run['peak_rss_mib']} MiB")
         runs.append(run)
@@ -369,12 +380,10 @@ def https(pg, tls_nginx, plain_nginx, endpoint_count, deliveries, payload, worke
     events = max(1, deliveries // endpoint_count)
     for label, receiver, extra in (("https", tls_nginx, {"HERALD_CA_FILE": tls_nginx.ca_file}),
                                    ("http", plain_nginx, None)):
-        truncate(pg)
-        endpoints(pg, [receiver.url_for(f"/e{i}") for i in range(endpoint_count)])
-        insert_events(pg, events, payload)
         log(f"  {label}: {events * endpoint_count:,} deliveries over {endpoint_count} endpoints, {workers} workers"
             + (" (HERALD_CA_FILE: the receiver's self-signed certificate)" if extra else ""))
-        run = run_drain(pg, events * endpoint_count, workers, f"{label}, {endpoint_count} endpoints", extra=extra)
+        run = drain_endpoints(pg, [receiver.url_for(f"/e{i}") for i in range(endpoint_count)], events, payload,
+                              workers, f"{label}, {endpoint_count} endpoints", extra=extra)
         run.update(protocol=label, endpoints=endpoint_count)
         log(f"    {run['per_second']:,}/s")
         runs.append(run)
@@ -509,13 +518,9 @@ SOAK_TABLES = ["webhook_deliveries", "webhook_events", "webhook_logs", "herald_e
 
 def soak_sample(pg):
     sample = {"at": time.time()}
+    health = queue_health(pg)
     for table in SOAK_TABLES:
-        row = pg.sql(f"SELECT coalesce(sum(pg_relation_size(r)), 0), coalesce(sum(pg_indexes_size(r)), 0), "
-                     f"coalesce(sum(s.n_dead_tup), 0), coalesce(sum(s.n_live_tup), 0) "
-                     f"FROM (SELECT relid AS r FROM pg_partition_tree('{table}') UNION SELECT '{table}'::regclass) t "
-                     f"LEFT JOIN pg_stat_user_tables s ON s.relid = t.r").split("|")
-        sample[table] = {"heap_mib": round(int(row[0]) / 2**20, 1), "index_mib": round(int(row[1]) / 2**20, 1),
-                         "dead_rows": int(row[2]), "live_rows": int(row[3])}
+        sample[table] = dict(health[table], mib=round(health[table]["bytes"] / 2**20, 1))
     sample["log_partitions"] = pg.scalar("SELECT count(*) FROM herald_log_partitions WHERE upper_bound <= now()")
     sample["oldest_log"] = pg.sql("SELECT coalesce(extract(epoch FROM now() - min(lower_bound))::int, 0) "
                                   "FROM herald_log_partitions WHERE lower_bound > '-infinity'")
@@ -568,8 +573,8 @@ def soak(pg, nginx, minutes, rate, workers, payload):
             samples.append(sample)
             d, l = sample["webhook_deliveries"], sample["webhook_logs"]
             log(f"    minute {minute}: {delivered:,} delivered, {sample['pending']:,} pending; deliveries "
-                f"{d['heap_mib']}+{d['index_mib']} MiB ({d['dead_rows']:,} dead), logs {l['heap_mib']}+"
-                f"{l['index_mib']} MiB in partitions back {sample['oldest_log']} s")
+                f"{d['mib']} MiB ({d['dead_rows']:,} dead), logs {l['mib']} MiB in partitions back "
+                f"{sample['oldest_log']} s")
     finally:
         out, _ = producer.communicate(timeout=120)
         pg_cpu = pg.cpu_seconds() - cpu_before
@@ -584,7 +589,7 @@ def soak(pg, nginx, minutes, rate, workers, payload):
         after, last = samples[cut + 1], samples[-1]
 
         def total(sample):
-            return sum(sample[t]["heap_mib"] + sample[t]["index_mib"] for t in SOAK_TABLES)
+            return sum(sample[t]["mib"] for t in SOAK_TABLES)
 
         result.update({"compare_minute": after["minute"], "size_ratio": round(total(last) / max(total(after), 0.1), 3),
                        "throughput_ratio": round(last["delivered"] / max(after["delivered"], 1), 3)})
@@ -856,12 +861,12 @@ def report(results, best):
               f"({r['producer']} transactions), "
               f"HERALD_RETENTION=2m, 1-minute log partitions, {r['workers']} workers at defaults otherwise; "
               f"PostgreSQL CPU {r['postgres_cpu_s']} s")
-        print("| minute | delivered | pending | deliveries heap+index MiB (dead rows) | events MiB | logs MiB "
+        print("| minute | delivered | pending | deliveries MiB (dead rows) | events MiB | logs MiB "
               "| signals MiB (dead) | configs MiB (dead) | oldest log partition s |")
         print("|---|---|---|---|---|---|---|---|---|")
         for x in r["samples"]:
             def mib(t):
-                return f"{x[t]['heap_mib'] + x[t]['index_mib']:.1f}"
+                return f"{x[t]['mib']:.1f}"
             print(f"| {x['minute']} | {x['delivered']:,} | {x['pending']:,} | {mib('webhook_deliveries')} "
                   f"({x['webhook_deliveries']['dead_rows']:,}) | {mib('webhook_events')} | {mib('webhook_logs')} | "
                   f"{mib('herald_endpoint_signals')} ({x['herald_endpoint_signals']['dead_rows']:,}) | "
