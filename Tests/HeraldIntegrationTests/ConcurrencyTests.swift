@@ -1,7 +1,6 @@
 import Foundation
 import HeraldPostgres
 import HeraldTestSupport
-import Synchronization
 import Testing
 
 /// The protocol under concurrency (issue 16): interleavings with real sessions holding real locks, and real
@@ -60,15 +59,8 @@ import Testing
     /// max_in_flight = 1 across two workers, NOTIFY waking both at once: the receiver never sees two requests.
     @Test func maxInFlightOneHoldsAcrossTwoWorkers() throws {
         let fixture = try Fixture()
-        let current = Atomic<Int>(0)
-        let highest = Atomic<Int>(0)
-        let receiver = try TestReceiver { _, _ in
-            let now = current.add(1, ordering: .relaxed).newValue
-            _ = highest.max(now, ordering: .relaxed)
-            Thread.sleep(forTimeInterval: 1.0)
-            current.subtract(1, ordering: .relaxed)
-            return .status(200)
-        }
+        let inFlight = PeakConcurrency()
+        let receiver = try TestReceiver(responder: inFlight.responder(holding: 1.0))
         let config = try fixture.addConfig(url: receiver.url)
         try fixture.connection.query("UPDATE webhook_configs SET max_in_flight = 1 WHERE id = $1", [config])
         let slow = ["HERALD_TIMEOUT_MS": "3000", "HERALD_LEASE_MS": "20000"]
@@ -78,7 +70,7 @@ import Testing
         for _ in 0..<6 { try fixture.emit() }
         #expect(try fixture.waitUntilSettled(timeout: 30))
         #expect(receiver.requests.count == 6)
-        #expect(highest.load(ordering: .relaxed) == 1)
+        #expect(inFlight.peak == 1)
     }
 
     /// Lowering a config's max_attempts below what a pending delivery already used ends it without another send.

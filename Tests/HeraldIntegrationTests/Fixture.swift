@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import HeraldPostgres
 import HeraldTestSupport
 import Testing
@@ -146,5 +147,24 @@ struct OwnCluster {
     func stop() {
         _ = try? runTool("bash", [script, "stop", "--dir", directory.path])
         try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+/// A receiver's responder that holds every request for a while and remembers the most it ever held at once: what
+/// a test of an in-flight cap looks at.
+final class PeakConcurrency: Sendable {
+    private let current = Atomic<Int>(0)
+    private let highest = Atomic<Int>(0)
+
+    var peak: Int { highest.load(ordering: .relaxed) }
+
+    func responder(holding seconds: Double) -> @Sendable (TestReceiver.Request, Int) -> TestReceiver.Reply {
+        { [self] _, _ in
+            let now = current.add(1, ordering: .relaxed).newValue
+            _ = highest.max(now, ordering: .relaxed)
+            Thread.sleep(forTimeInterval: seconds)
+            current.subtract(1, ordering: .relaxed)
+            return .status(200)
+        }
     }
 }

@@ -130,16 +130,9 @@ import Testing
     /// the ordered config's single key goes one at a time.
     @Test func anUnorderedConfigBesideAnOrderedOneIsNotSlowedDown() throws {
         let fixture = try Fixture()
-        let concurrentUnordered = Atomic<Int>(0)
-        let highestUnordered = Atomic<Int>(0)
+        let unorderedInFlight = PeakConcurrency()
         let slowOrdered = try TestReceiver { _, _ in .delayed(seconds: 0.2, status: 200) }
-        let unordered = try TestReceiver { _, _ in
-            let now = concurrentUnordered.add(1, ordering: .relaxed).newValue
-            _ = highestUnordered.max(now, ordering: .relaxed)
-            Thread.sleep(forTimeInterval: 0.2)
-            concurrentUnordered.subtract(1, ordering: .relaxed)
-            return .status(200)
-        }
+        let unordered = try TestReceiver(responder: unorderedInFlight.responder(holding: 0.2))
         let ordered = try fixture.addConfig(name: "ordered", url: slowOrdered.url)
         try fixture.connection.query("UPDATE webhook_configs SET ordering = 'key' WHERE id = $1", [ordered])
         try fixture.addConfig(name: "unordered", url: unordered.url)
@@ -151,7 +144,7 @@ import Testing
         // All 40 unordered deliveries are sent at once (0.2 s each) while the ordered key has sent one or two.
         #expect(eventually(timeout: 10) { unordered.requests.count == 40 })
         #expect(slowOrdered.requests.count < 40)
-        #expect(highestUnordered.load(ordering: .relaxed) >= 20)
+        #expect(unorderedInFlight.peak >= 20)
         // The unordered config's deliveries carry no ordering state at all.
         #expect(try fixture.count("""
             SELECT count(*) FROM webhook_deliveries d JOIN webhook_configs c ON c.id = d.config_id
