@@ -744,6 +744,10 @@ def main():
         nginx = Nginx(os.path.join(BENCH, "nginx"))
         receivers.append(nginx)
         pg.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        if args.profile:
+            # Also the statements inside herald_claim and herald_complete: that is where their time goes.
+            pg.sql("ALTER SYSTEM SET pg_stat_statements.track = 'all'")
+            pg.sql("SELECT pg_reload_conf()")
         pg.sql("SELECT pg_stat_statements_reset()")
         if os.environ.get("HERALD_BENCH_AUTO_EXPLAIN"):
             for setting in ["session_preload_libraries = 'auto_explain'", "auto_explain.log_min_duration = '15ms'",
@@ -790,8 +794,8 @@ def main():
         if args.profile:
             results["profile"] = pg.sql(
                 "SELECT round(total_exec_time::numeric, 0) || ' ms total | ' || calls || ' calls | ' || rows || ' rows | ' "
-                "|| round((total_exec_time / greatest(calls, 1))::numeric, 3) || ' ms/call | ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 90) "
-                "FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 8").splitlines()
+                "|| round((total_exec_time / greatest(calls, 1))::numeric, 3) || ' ms/call | ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 160) "
+                "FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 16").splitlines()
             log("\n".join(["top statements so far:"] + results["profile"]))
         if "naive" in scenarios:
             log(f"naive baseline: {args.naive_events:,} events, {best} process(es)")

@@ -26,7 +26,9 @@ import Testing
         for _ in 0..<20 { try fixture.emit("contact.updated") }
         #expect(eventually(timeout: 10) { healthy.requests.count == 20 })
         let slowest = healthy.requests.map { $0.receivedAt.timeIntervalSince(emitted) }.max() ?? 99
-        #expect(slowest < 1.0, "a delivery to the healthy endpoint waited \(slowest) s")
+        // Generous for a loaded 2-core machine: waiting on the person's lock would last until the ROLLBACK,
+        // past the 10 s above (and the check below sees any backend waiting).
+        #expect(slowest < 5.0, "a delivery to the healthy endpoint waited \(slowest) s")
         // Nobody waits on the person's lock: no worker backend is blocked.
         #expect(try fixture.count("""
             SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'

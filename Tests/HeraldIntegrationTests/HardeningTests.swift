@@ -225,8 +225,11 @@ import Testing
         }
         let config = try fixture.addConfig(name: "flaky", url: receiver.url, maxAttempts: 100)
         for _ in 0..<10 { try fixture.emit() }
-        _ = try fixture.startWorker(["HERALD_CIRCUIT_THRESHOLD": "3", "HERALD_CIRCUIT_COOLDOWN_MS": "1500",
-                                     "HERALD_BACKOFF_BASE_MS": "20", "HERALD_BACKOFF_MAX_MS": "50"])
+        // A cool-down well past the 0.8 s looked at below, and a request timeout past the probe's 2 s hold, so
+        // neither window depends on how quickly a loaded machine gets to each check.
+        _ = try fixture.startWorker(["HERALD_CIRCUIT_THRESHOLD": "3", "HERALD_CIRCUIT_COOLDOWN_MS": "4000",
+                                     "HERALD_BACKOFF_BASE_MS": "20", "HERALD_BACKOFF_MAX_MS": "50",
+                                     "HERALD_TIMEOUT_MS": "5000", "HERALD_LEASE_MS": "10000"])
         #expect(try eventually {
             try fixture.scalar("SELECT circuit_open_until > now() FROM webhook_configs WHERE id = $1", [config]) == "t"
         })

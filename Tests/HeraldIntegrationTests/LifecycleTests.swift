@@ -76,9 +76,12 @@ import Testing
         #expect(try eventually(timeout: 30) {
             try fixture.scalar("""
                 SELECT max(upper_bound) >= now() + interval '99 minutes' AND min(lower_bound) >= now() - interval '5 minutes'
+                       AND bool_and(attached)
                   FROM herald_log_partitions
                 """) == "t"
         })
+        // Detached is not yet dropped: wait for the drop to be reported before stopping the worker.
+        #expect(eventually(timeout: 30) { worker.output.contains("dropped webhook_logs partitions past retention") })
         #expect(try fixture.scalar("SELECT max(upper_bound) > $1::timestamptz FROM herald_log_partitions", [horizonBefore]) == "t")
         // What is left is contiguous: nothing newer than retention went, and no gap opened.
         #expect(try fixture.count("""
@@ -90,7 +93,6 @@ import Testing
                                   [insertedAt]) == 5)
         worker.terminate()
         #expect(worker.waitForExit(timeout: 10))
-        #expect(worker.output.contains("dropped webhook_logs partitions past retention"))
     }
 
     @Test func heraldPruneDropsExactlyThePartitionsPastRetention() throws {

@@ -132,7 +132,8 @@ import Testing
         let fixture = try Fixture()
         let unorderedInFlight = PeakConcurrency()
         let slowOrdered = try TestReceiver { _, _ in .delayed(seconds: 0.2, status: 200) }
-        let unordered = try TestReceiver(responder: unorderedInFlight.responder(holding: 0.2))
+        // Held 1 s, so that 20 connections have time to open on a loaded machine (and under the 5 s timeout below).
+        let unordered = try TestReceiver(responder: unorderedInFlight.responder(holding: 1.0))
         let ordered = try fixture.addConfig(name: "ordered", url: slowOrdered.url)
         try fixture.connection.query("UPDATE webhook_configs SET ordering = 'key' WHERE id = $1", [ordered])
         try fixture.addConfig(name: "unordered", url: unordered.url)
@@ -140,8 +141,8 @@ import Testing
             INSERT INTO webhook_events (event_type, data, ordering_key)
             SELECT 'contact.updated', json_build_object('n', n)::jsonb, 'contact:1' FROM generate_series(0, 39) n ORDER BY n
             """)
-        _ = try fixture.startWorker()
-        // All 40 unordered deliveries are sent at once (0.2 s each) while the ordered key has sent one or two.
+        _ = try fixture.startWorker(["HERALD_TIMEOUT_MS": "5000", "HERALD_LEASE_MS": "10000"])
+        // All 40 unordered deliveries are sent at once (1 s each) while the ordered key has sent a few.
         #expect(eventually(timeout: 10) { unordered.requests.count == 40 })
         #expect(slowOrdered.requests.count < 40)
         #expect(unorderedInFlight.peak >= 20)

@@ -7,10 +7,11 @@ import Testing
 @Suite struct ProcessLifecycleTests {
     @Test func killedWorkersDeliveryIsCompletedByAnotherAfterTheLease() throws {
         let fixture = try Fixture()
-        let receiver = try TestReceiver { _, index in index == 0 ? .hang(seconds: 4) : .status(200) }
+        let receiver = try TestReceiver { _, index in index == 0 ? .hang(seconds: 7) : .status(200) }
         try fixture.addConfig(url: receiver.url)
         let event = try fixture.emit()
-        let first = try fixture.startWorker(["HERALD_WORKER_ID": "doomed", "HERALD_TIMEOUT_MS": "1000", "HERALD_LEASE_MS": "2500"])
+        // Killed well before its request could time out (which would write a retry and deliver it itself).
+        let first = try fixture.startWorker(["HERALD_WORKER_ID": "doomed", "HERALD_TIMEOUT_MS": "5000", "HERALD_LEASE_MS": "10000"])
         #expect(eventually { receiver.requests.count == 1 })
         first.kill()  // SIGKILL, mid-request
         #expect(try fixture.scalar("SELECT leased_by FROM webhook_deliveries WHERE event_id = $1", [event]) == "doomed")
@@ -51,7 +52,11 @@ import Testing
             INSERT INTO webhook_events (event_type, data)
             SELECT 'message.sent', jsonb_build_object('n', i) FROM generate_series(1, 5000) AS i
             """)
-        let workers = try (1...3).map { try fixture.startWorker(["HERALD_WORKER_ID": "w\($0)", "HERALD_CONCURRENCY": "32"]) }
+        // A long lease: this checks that claims are exclusive, not the rescue, which a worker starved of CPU for
+        // a few seconds on a loaded machine would otherwise bring in (a second send, a lost row).
+        let workers = try (1...3).map {
+            try fixture.startWorker(["HERALD_WORKER_ID": "w\($0)", "HERALD_CONCURRENCY": "32", "HERALD_LEASE_MS": "60000"])
+        }
         #expect(try fixture.waitUntilSettled(timeout: 120))
         for worker in workers { worker.terminate() }
         for worker in workers {
