@@ -82,6 +82,20 @@ public final class Worker: Sendable {
             for delivery in claimed { send(delivery) }
         }
 
+        func received(_ mail: Mailbox.Delivery) {
+            guard !mail.records.isEmpty || mail.woken || mail.stopRequested else { return }
+            unwritten.append(contentsOf: mail.records)
+            machine.mailArrived(results: mail.records.count, woken: mail.woken, stopRequested: mail.stopRequested,
+                                now: clock.now)
+            inFlightNow.store(machine.inFlight, ordering: .relaxed)
+            metrics.inFlight.record(machine.inFlight)
+            if machine.draining && !announcedDrain {
+                announcedDrain = true
+                logger.info("stopping: no new claims; waiting for attempts in flight",
+                            metadata: ["deliveries.in_flight": "\(machine.inFlight)"])
+            }
+        }
+
         func lose(_ error: PostgresError) {
             logger.warning("lost the PostgreSQL connection; reconnecting", metadata: ["error": "\(error)"])
             healthy.store(false, ordering: .relaxed)
@@ -103,17 +117,7 @@ public final class Worker: Sendable {
                     break loop
 
                 case let .wait(deadline):
-                    let mail = mailbox.take(waitingUpTo: max(.zero, deadline - clock.now))
-                    unwritten.append(contentsOf: mail.records)
-                    machine.mailArrived(results: mail.records.count, woken: mail.woken, stopRequested: mail.stopRequested,
-                                        now: clock.now)
-                    inFlightNow.store(machine.inFlight, ordering: .relaxed)
-                    metrics.inFlight.record(machine.inFlight)
-                    if machine.draining && !announcedDrain {
-                        announcedDrain = true
-                        logger.info("stopping: no new claims; waiting for attempts in flight",
-                                    metadata: ["deliveries.in_flight": "\(machine.inFlight)"])
-                    }
+                    received(mailbox.take(waitingUpTo: max(.zero, deadline - clock.now)))
 
                 case .connect:
                     do {
@@ -131,22 +135,33 @@ public final class Worker: Sendable {
 
                 case let .write(claimLimit):
                     guard let current = store else { continue }
-                    if let limit = claimLimit, unwritten.count <= 500,
-                       let (result, claimed) = try completeAndClaim(unwritten, limit: limit, lease: lease, on: current) {
-                        // One transaction, one commit: the claim saw the slots the results freed.
-                        let written = unwritten.count - result.busy.count
-                        unwritten.removeAll { !result.busy.contains($0.delivery.deliveryID) }
-                        machine.wrote(written: written, busy: result.busy.count, now: clock.now)
-                        logger.trace("wrote and claimed", metadata: [
-                            "attempts.written": "\(written)", "attempts.applied": "\(result.applied)",
-                            "deliveries.claimed": "\(claimed.count)"])
-                        recordClaim(claimed, limit: limit)
-                        break
+                    if let limit = claimLimit, unwritten.count <= 500 {
+                        // Answers that arrive while the transaction writes the others are taken before its claim:
+                        // they are off the wire, so the claim may reuse their endpoints' slots.
+                        var arrived = Mailbox.Delivery(records: [], woken: false, stopRequested: false)
+                        defer { received(arrived) }
+                        if let (result, claimed) = try completeAndClaim(
+                            unwritten, limit: limit, lease: lease, on: current,
+                            answeredMeanwhile: {
+                                arrived = mailbox.take(waitingUpTo: .zero)
+                                return arrived.records
+                            }) {
+                            // One transaction, one commit: the claim saw the slots the results freed.
+                            let written = unwritten.count - result.busy.count
+                            unwritten.removeAll { !result.busy.contains($0.delivery.deliveryID) }
+                            machine.wrote(written: written, busy: result.busy.count, now: clock.now)
+                            logger.trace("wrote and claimed", metadata: [
+                                "attempts.written": "\(written)", "attempts.applied": "\(result.applied)",
+                                "deliveries.claimed": "\(claimed.count)"])
+                            recordClaim(claimed, limit: limit)
+                            break
+                        }
                     }
                     let (written, busy) = try write(&unwritten, to: current)
                     machine.wrote(written: written, busy: busy, now: clock.now)
                     if let limit = claimLimit {
-                        recordClaim(try current.claim(limit: limit, lease: lease), limit: limit)
+                        recordClaim(try current.claim(limit: limit, lease: lease, returned: answered(unwritten)),
+                                    limit: limit)
                     }
 
                 case .releaseOwnLeases:
@@ -175,7 +190,8 @@ public final class Worker: Sendable {
 
                 case let .claim(limit):
                     guard let current = store else { continue }
-                    recordClaim(try current.claim(limit: limit, lease: lease), limit: limit)
+                    // Results waiting for company (the write coalescing) are off the wire too.
+                    recordClaim(try current.claim(limit: limit, lease: lease, returned: answered(unwritten)), limit: limit)
                 }
             } catch let error as PostgresError where error.isConnectionProblem {
                 lose(error)
@@ -201,19 +217,29 @@ public final class Worker: Sendable {
 
     /// Writes `records` and claims up to `limit` in one transaction. Returns nil, with nothing changed, when the
     /// database refused the write for a reason other than the connection: the caller then writes record by record.
-    private func completeAndClaim(_ records: [AttemptRecord], limit: Int, lease: Duration, on store: DeliveryStore)
+    /// `answeredMeanwhile` is asked, between the two, for the answers that came back since `records` were taken.
+    private func completeAndClaim(_ records: [AttemptRecord], limit: Int, lease: Duration, on store: DeliveryStore,
+                                  answeredMeanwhile: () -> [AttemptRecord])
         throws -> ((applied: Int, busy: Set<String>), [ClaimedDelivery])?
     {
         do {
             return try store.connection.transaction { _ in
                 let result = try store.complete(records)
-                return (result, try store.claim(limit: limit, lease: lease))
+                let returned = answered(answeredMeanwhile())
+                return (result, try store.claim(limit: limit, lease: lease, returned: returned))
             }
         } catch let error as PostgresError where !error.isConnectionProblem {
             logger.notice("a batch of results was refused; writing them one chunk at a time",
                           metadata: ["error": "\(error)"])
             return nil
         }
+    }
+
+    /// Per config id, how many of `records` (answers not yet written) there are.
+    private func answered(_ records: [AttemptRecord]) -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for record in records { counts[record.delivery.configID, default: 0] += 1 }
+        return counts
     }
 
     /// Writes the waiting results in chunks (one statement carrying thousands of payloads could pass PostgreSQL's

@@ -75,6 +75,38 @@ import Testing
 
     /// 100,000 configs, one with work: a claim reads a few config rows per delivery, not all of them. Measured with
     /// PostgreSQL's own per-table counters, not a clock.
+    /// The cap counts requests on the wire (sql/016): a claim may reuse the slots of its own worker's attempts
+    /// that were answered but are not written yet, and no others; never while the circuit is half-open.
+    @Test func answeredButUnwrittenAttemptsFreeTheirSlotsForTheirOwnWorkerOnly() throws {
+        let fixture = try Fixture()
+        let config = try fixture.addConfig(url: "https://example.com/hook")
+        try fixture.connection.query("UPDATE webhook_configs SET max_in_flight = 3 WHERE id = $1", [config])
+        for _ in 0..<12 { try fixture.emit() }
+        func claim(_ worker: String, returned: Int) throws -> Int {
+            // As the write in the same transaction does for the endpoints whose slots it releases.
+            try fixture.connection.query("INSERT INTO herald_endpoint_signals (config_id, due_at) VALUES ($1, now())", [config])
+            return try fixture.count("""
+                SELECT count(*) FROM herald_claim(10, '1 minute', $1, p_returned_configs => ARRAY[$2]::uuid[],
+                                                  p_returned_counts => ARRAY[$3]::integer[])
+                """, [worker, config, String(returned)])
+        }
+        #expect(try claim("a", returned: 0) == 3)
+        // At the cap: nothing more, for anyone.
+        #expect(try claim("a", returned: 0) == 0)
+        // Worker b says 2 answers came back: they are not its leases, so they free nothing.
+        #expect(try claim("b", returned: 2) == 0)
+        // Worker a: 2 of its 3 requests were answered. It may send 2 more (5 leases, 3 on the wire) ...
+        #expect(try claim("a", returned: 2) == 2)
+        // ... and more answers than it holds leases free no more than its leases: all 5 answered, 3 free.
+        #expect(try claim("a", returned: 99) == 3)
+        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE lease_token IS NOT NULL") == 8)
+        // Half-open circuit (failures at the threshold): a single probe, its answer must be written first.
+        try fixture.connection.query("UPDATE webhook_deliveries SET lease_token = NULL, next_attempt_at = now() WHERE status = 'pending'")
+        try fixture.connection.query("UPDATE webhook_configs SET consecutive_failures = 10 WHERE id = $1", [config])
+        #expect(try claim("a", returned: 0) == 1)
+        #expect(try claim("a", returned: 1) == 0)
+    }
+
     @Test func aClaimWith100000IdleConfigsVisitsOnlyEndpointsWithDueWork() throws {
         let fixture = try Fixture()
         try fixture.connection.query("""

@@ -1,0 +1,361 @@
+-- 016 — The per-endpoint cap counts requests on the wire, not rows waiting to be written; and a cheaper claim.
+--
+-- Found with scripts/bench --scenario hot (one endpoint made with `herald config create`, 2 workers at defaults,
+-- nginx answering at once): 3,300–4,500 deliveries/s, half of the same run with the cap lifted. A delivery held
+-- one of the endpoint's 50 slots from its claim until its result was committed. Against a receiver answering in
+-- 1 ms that is mostly waiting for the worker's next transaction: a slot was held 12–15 ms (median; from the
+-- claim's transaction to the one writing the result) for an HTTP exchange of 1 ms.
+--
+-- 1. The worker tells its claim how many of its attempts at each endpoint have come back but are not written
+--    yet (those that arrived while the transaction was writing the others, or waited to be written with
+--    company). Their requests are finished: they no longer count against the cap, which is what the cap
+--    protects (the receiver: at most that many requests at once). Only this worker's own leases are discounted,
+--    and never while an endpoint's circuit is half-open, where its single probe's result must be known first.
+--    The rows stay leased until the write, so `in flight` in webhook_deliveries may briefly exceed the cap by
+--    attempts already answered.
+-- 2. herald_free_slots in PL/pgSQL: as a SQL function with a subquery it was not inlined, and PostgreSQL plans a
+--    non-inlined SQL function's body again in every query that calls it, twice per claim: 2.70 → 2.46 ms per
+--    claim at a hot endpoint (scripts/bench --scenario cost --profile).
+--
+-- The claim query is otherwise sql/007's, redefined whole here because PostgreSQL cannot change part of a
+-- function (sql/007 has its description, step by step).
+
+-- An endpoint's limit right now: its adaptive limit (at most max_in_flight, else the workers'
+-- HERALD_ENDPOINT_CONCURRENCY); none while disabled or while the circuit is open; one when half-open. A plain
+-- expression, which PostgreSQL inlines where it is used.
+CREATE FUNCTION herald_endpoint_limit(c webhook_configs, p_endpoint_concurrency integer, p_circuit_threshold integer)
+RETURNS integer
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN NOT c.is_active THEN 0
+                WHEN c.circuit_open_until > now() THEN 0
+                WHEN c.consecutive_failures >= p_circuit_threshold THEN 1
+                ELSE floor(least(coalesce(c.concurrency_limit, c.max_in_flight, p_endpoint_concurrency),
+                                 coalesce(c.max_in_flight, p_endpoint_concurrency)))::integer
+           END
+$$;
+
+-- An endpoint's free slots across all workers: its limit minus its leases (the small webhook_deliveries_leased
+-- index). Exact only under the endpoint's claim lock (herald_claim).
+CREATE OR REPLACE FUNCTION herald_free_slots(c webhook_configs, p_endpoint_concurrency integer, p_circuit_threshold integer)
+RETURNS integer
+LANGUAGE plpgsql STABLE
+SET jit = off
+AS $$
+BEGIN
+    RETURN herald_endpoint_limit(c, p_endpoint_concurrency, p_circuit_threshold)
+           - (SELECT count(*) FROM webhook_deliveries x WHERE x.config_id = c.id AND x.lease_token IS NOT NULL)::integer;
+END
+$$;
+
+-- What one worker's claim may take at an endpoint: its limit minus the requests on the wire, which are its
+-- leases less p_returned of this worker's own (answered, not yet written; see 1. above). Not while half-open.
+CREATE FUNCTION herald_claimable_slots(c webhook_configs, p_endpoint_concurrency integer, p_circuit_threshold integer,
+                                       p_worker text, p_returned integer)
+RETURNS integer
+LANGUAGE plpgsql STABLE
+SET jit = off
+AS $$
+DECLARE
+    v_limit integer := herald_endpoint_limit(c, p_endpoint_concurrency, p_circuit_threshold);
+    v_leases integer;
+    v_mine integer;
+BEGIN
+    IF v_limit <= 0 THEN
+        RETURN 0;
+    END IF;
+    SELECT count(*), count(*) FILTER (WHERE x.leased_by = p_worker) INTO v_leases, v_mine
+      FROM webhook_deliveries x WHERE x.config_id = c.id AND x.lease_token IS NOT NULL;
+    IF c.consecutive_failures < p_circuit_threshold THEN
+        v_leases := v_leases - least(greatest(coalesce(p_returned, 0), 0), v_mine);
+    END IF;
+    RETURN v_limit - v_leases;
+END
+$$;
+
+-- THE CLAIM QUERY (see sql/007 for each step), with the new parameters.
+DROP FUNCTION herald_claim(integer, interval, text, integer, integer, integer, interval, interval);
+CREATE FUNCTION herald_claim(p_limit integer, p_lease interval, p_worker text,
+                             p_endpoint_concurrency integer DEFAULT 50, p_circuit_threshold integer DEFAULT 10,
+                             p_default_max_attempts integer DEFAULT 10,  -- HERALD_MAX_ATTEMPTS's default
+                             p_circuit_cooldown interval DEFAULT '30 seconds',
+                             p_disable_after interval DEFAULT '5 days',
+                             -- This worker's attempts whose answer has come back but is not written yet, counted
+                             -- per endpoint: their requests are off the wire (herald_claimable_slots).
+                             p_returned_configs uuid[] DEFAULT '{}', p_returned_counts integer[] DEFAULT '{}')
+RETURNS TABLE (
+    delivery_id  uuid,
+    lease_token  uuid,
+    attempt      integer,
+    event_id     uuid,
+    event_type   text,
+    occurred_at  text,     -- ISO 8601 UTC with milliseconds, as sent in the envelope
+    data         text,     -- jsonb text; the worker re-encodes it compactly
+    config_id    uuid,
+    url          text,
+    secret       text,
+    max_attempts integer,  -- the limit for this delivery (see default_max_attempts)
+    is_active    boolean,
+    previous_secret text,  -- during a rotation, until it expires
+    replay       integer   -- webhook_deliveries.replay_count: 0 before any replay (X-Webhook-Replay when > 0)
+)
+LANGUAGE plpgsql
+-- Index access only: with sequential scans, hash and merge joins off, every join is an index nested loop and the
+-- plan does not depend on the parameters, so one generic plan serves every call. Re-planning each of its
+-- statements on every call (force_custom_plan, which sql/004 needed) was half of its cost: 6.1 → 3.2 ms per call
+-- at a hot endpoint (docs/PERFORMANCE.md).
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET enable_bitmapscan = off   -- sql/015
+SET jit = off                 -- sql/015
+AS $$
+DECLARE
+    v_endpoints uuid[];
+BEGIN
+    -- 1. Endpoints with due signals that no other claim is deciding right now.
+    -- An endpoint often has several signals (one per completed batch): read a window of them, oldest first, and
+    -- keep the first p_limit distinct endpoints.
+    SELECT coalesce(array_agg(x.config_id), '{}') INTO v_endpoints
+      FROM (SELECT s.config_id
+              FROM (SELECT s.config_id, s.due_at FROM herald_endpoint_signals s
+                     WHERE s.due_at <= now() ORDER BY s.due_at LIMIT greatest(p_limit, 1) * 8) s
+             GROUP BY s.config_id
+             ORDER BY min(s.due_at)
+             LIMIT greatest(p_limit, 1)) x
+     WHERE pg_try_advisory_xact_lock(72201363, hashtext(x.config_id::text));
+    IF cardinality(v_endpoints) = 0 THEN
+        RETURN;
+    END IF;
+
+    -- Signals of deleted configs would otherwise stay due forever.
+    DELETE FROM herald_endpoint_signals s
+     WHERE s.config_id = ANY (v_endpoints)
+       AND NOT EXISTS (SELECT 1 FROM webhook_configs c WHERE c.id = s.config_id);
+
+    -- 2. Health: fold the due signals into each endpoint's state; promote the next head of ordering keys that
+    -- have none left (the head finished, or the key is new). Under the endpoint's lock, so two claims cannot both
+    -- promote one for the same key.
+    WITH due AS (
+        SELECT s.id, s.config_id, s.delivered, s.failed, s.overloaded, s.gone, s.ordering_key
+          FROM herald_endpoint_signals s
+         WHERE s.config_id = ANY (v_endpoints) AND s.due_at <= now()
+    ), promoted AS (
+        UPDATE webhook_deliveries d
+           SET ordering_blocked = false
+         WHERE d.id IN (
+               SELECT (SELECT y.id FROM webhook_deliveries y
+                        WHERE y.config_id = k.config_id AND y.ordering_key = k.ordering_key
+                          AND y.status = 'pending' AND y.ordering_blocked
+                        ORDER BY y.event_seq LIMIT 1)
+                 FROM (SELECT DISTINCT u.config_id, u.ordering_key FROM due u WHERE u.ordering_key IS NOT NULL) k
+                WHERE NOT EXISTS (
+                      SELECT 1 FROM webhook_deliveries z
+                       WHERE z.config_id = k.config_id AND z.ordering_key = k.ordering_key
+                         AND z.status = 'pending' AND NOT z.ordering_blocked AND z.replay_count = 0))
+           AND d.ordering_blocked
+        RETURNING 1
+    ), counts AS (
+        SELECT d.config_id, sum(d.delivered) AS delivered, sum(d.failed) AS failed, sum(d.overloaded) AS overloaded,
+               bool_or(d.gone) AS gone
+          FROM due d GROUP BY d.config_id
+    ), needs AS (
+        -- Only endpoints whose state changes are written: a healthy endpoint at its ceiling costs nothing here.
+        SELECT k.* FROM counts k JOIN webhook_configs c ON c.id = k.config_id
+         WHERE k.failed > 0 OR k.gone OR c.consecutive_failures > 0 OR c.circuit_open_until IS NOT NULL
+            OR c.concurrency_limit IS NOT NULL
+    ), lockable AS (
+        SELECT c.id FROM webhook_configs c WHERE c.id IN (SELECT n.config_id FROM needs n)
+           FOR NO KEY UPDATE SKIP LOCKED
+    ), updated AS (
+        UPDATE webhook_configs c
+           SET concurrency_limit    = (herald_next_limit(c.concurrency_limit, coalesce(c.max_in_flight, p_endpoint_concurrency),
+                                         n.delivered, n.failed, n.overloaded, c.limit_decreased_at, now())).new_limit,
+               limit_decreased_at   = CASE WHEN (herald_next_limit(c.concurrency_limit,
+                                                  coalesce(c.max_in_flight, p_endpoint_concurrency), n.delivered,
+                                                  n.failed, n.overloaded, c.limit_decreased_at, now())).decreased
+                                           THEN now() ELSE c.limit_decreased_at END,
+               -- Overload counts toward the circuit only once the limit is down to 1: an overloaded receiver
+               -- is eased off, not switched off. Any success resets the count.
+               consecutive_failures = CASE WHEN n.delivered > 0 THEN 0
+                                           ELSE c.consecutive_failures + n.failed
+                                                - CASE WHEN coalesce(c.concurrency_limit, 2) > 1 THEN n.overloaded ELSE 0 END
+                                      END,
+               failing_since        = CASE WHEN n.delivered > 0 THEN NULL
+                                           WHEN n.failed > 0 THEN coalesce(c.failing_since, now())
+                                           ELSE c.failing_since END,
+               circuit_open_until   = CASE
+                   WHEN n.delivered > 0 THEN NULL
+                   WHEN c.consecutive_failures + n.failed
+                        - CASE WHEN coalesce(c.concurrency_limit, 2) > 1 THEN n.overloaded ELSE 0 END >= p_circuit_threshold
+                        AND n.failed - CASE WHEN coalesce(c.concurrency_limit, 2) > 1 THEN n.overloaded ELSE 0 END > 0
+                       THEN now() + least(p_circuit_cooldown * power(2, least(10, greatest(0,
+                                (c.consecutive_failures + n.failed) / p_circuit_threshold - 1))), interval '1 hour')
+                   ELSE c.circuit_open_until END,
+               is_active            = c.is_active AND NOT (n.gone OR (n.delivered = 0 AND n.failed > 0
+                                          AND coalesce(c.failing_since, now()) < now() - p_disable_after)),
+               disabled_at          = CASE WHEN c.is_active AND (n.gone OR (n.delivered = 0 AND n.failed > 0
+                                          AND coalesce(c.failing_since, now()) < now() - p_disable_after))
+                                           THEN now() ELSE c.disabled_at END,
+               disabled_reason      = CASE
+                   WHEN NOT c.is_active THEN c.disabled_reason
+                   WHEN n.gone THEN 'the endpoint answered 410 Gone; enable the config again once it is back'
+                   WHEN n.delivered = 0 AND n.failed > 0 AND coalesce(c.failing_since, now()) < now() - p_disable_after
+                       THEN format('every attempt failed since %s (%s in a row); enable the config again once the endpoint works',
+                                   to_char(c.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'),
+                                   c.consecutive_failures + n.failed)
+                   ELSE c.disabled_reason END
+          FROM needs n
+         WHERE c.id = n.config_id AND c.id IN (SELECT k.id FROM lockable k)
+        RETURNING c.id
+    ), consumed AS (
+        DELETE FROM herald_endpoint_signals s USING due WHERE s.id = due.id
+        RETURNING 1
+    )
+    -- Every due signal is consumed. An endpoint whose config row someone holds keeps their counts as one signal,
+    -- to be folded by a later claim (one row, not one per batch, so they cannot pile up while the lock lasts).
+    INSERT INTO herald_endpoint_signals (config_id, due_at, delivered, failed, overloaded, gone)
+    SELECT n.config_id, now(), n.delivered, n.failed, n.overloaded, n.gone
+      FROM needs n
+     WHERE n.config_id NOT IN (SELECT u.id FROM updated u);
+
+    -- 3. Claim (and fail what must not be sent).
+    RETURN QUERY
+    WITH endpoints AS (
+        SELECT c.id AS config_id, c.is_active, c.organization_id,
+               herald_claimable_slots(c, p_endpoint_concurrency, p_circuit_threshold, p_worker,
+                   (SELECT sum(r.n)::integer FROM unnest(p_returned_configs, p_returned_counts) AS r (id, n)
+                     WHERE r.id = c.id)) AS free
+          FROM webhook_configs c
+         WHERE c.id = ANY (v_endpoints)
+    ), first_attempts AS (
+        SELECT s.config_id, least(s.free, p_limit) AS free, d.id, d.next_attempt_at, false AS is_retry
+          FROM endpoints s
+         CROSS JOIN LATERAL (
+               SELECT x.id, x.next_attempt_at
+                 FROM webhook_deliveries x
+                WHERE x.config_id = s.config_id AND x.status = 'pending' AND x.lease_token IS NULL
+                  AND x.attempts = 0 AND NOT x.ordering_blocked AND x.next_attempt_at <= now()
+                ORDER BY x.next_attempt_at LIMIT least(s.free, p_limit)
+                  FOR UPDATE SKIP LOCKED
+         ) d
+         WHERE s.free > 0
+    ), retries AS (
+        SELECT s.config_id, least(s.free, p_limit) AS free, d.id, d.next_attempt_at, true AS is_retry
+          FROM endpoints s
+         CROSS JOIN LATERAL (
+               SELECT x.id, x.next_attempt_at
+                 FROM webhook_deliveries x
+                WHERE x.config_id = s.config_id AND x.status = 'pending' AND x.lease_token IS NULL
+                  AND x.attempts > 0 AND NOT x.ordering_blocked AND x.next_attempt_at <= now()
+                ORDER BY x.next_attempt_at LIMIT least(s.free, p_limit)
+                  FOR UPDATE SKIP LOCKED
+         ) d
+         WHERE s.free > 0
+    ), disabled AS (
+        -- A disabled config's whole queue, due or not, a batch at a time: it fails without being sent.
+        SELECT s.config_id, d.id
+          FROM endpoints s
+         CROSS JOIN LATERAL (
+               SELECT x.id FROM webhook_deliveries x
+                WHERE x.config_id = s.config_id AND x.status = 'pending' AND x.lease_token IS NULL
+                LIMIT 500
+                  FOR UPDATE SKIP LOCKED
+         ) d
+         WHERE NOT s.is_active
+    ), candidates AS (
+        SELECT * FROM first_attempts UNION ALL SELECT * FROM retries
+    ), ranked AS (
+        -- First attempts and retries alternate, so each gets at least half of a batch when both wait …
+        SELECT k.*, row_number() OVER (PARTITION BY k.config_id, k.is_retry ORDER BY k.next_attempt_at) AS turn
+          FROM candidates k
+    ), capped AS (
+        -- … and no endpoint gets more than its free slots.
+        SELECT r.*, row_number() OVER (PARTITION BY r.config_id ORDER BY r.turn, r.next_attempt_at) AS place
+          FROM ranked r
+    ), chosen AS (
+        SELECT c.id FROM (
+            SELECT c.id, c.turn, c.next_attempt_at FROM capped c WHERE c.place <= c.free
+             ORDER BY c.turn, c.next_attempt_at
+             LIMIT p_limit) c
+        UNION ALL
+        SELECT x.id FROM disabled x
+    ), verdicts AS (
+        SELECT d.id,
+               CASE WHEN NOT c.is_active
+                        THEN format('not sent: webhook config %s is disabled', c.id)
+                    WHEN e.organization_id IS DISTINCT FROM c.organization_id
+                        THEN format('not sent: the event belongs to organization %s, the config to %s (it moved)',
+                                    coalesce(e.organization_id::text, 'none'), coalesce(c.organization_id::text, 'none'))
+                    WHEN d.attempts >= coalesce(d.max_attempts, c.max_attempts, d.default_max_attempts,
+                                                p_default_max_attempts)
+                        THEN format('not sent: the attempt limit (%s) was reached', coalesce(d.max_attempts,
+                                    c.max_attempts, d.default_max_attempts, p_default_max_attempts))
+               END AS refusal
+          FROM chosen k
+          JOIN webhook_deliveries d ON d.id = k.id
+          JOIN webhook_events e ON e.id = d.event_id
+          JOIN webhook_configs c ON c.id = d.config_id
+    ), leased AS (
+        -- The chosen rows are already locked (above).
+        UPDATE webhook_deliveries d
+           SET attempts             = CASE WHEN v.refusal IS NULL THEN d.attempts + 1 ELSE d.attempts END,
+               status               = CASE WHEN v.refusal IS NULL THEN 'pending' ELSE 'failed' END,
+               lease_token          = CASE WHEN v.refusal IS NULL THEN gen_random_uuid() END,
+               lost_lease_token     = NULL,
+               leased_by            = CASE WHEN v.refusal IS NULL THEN p_worker END,
+               default_max_attempts = coalesce(d.default_max_attempts, p_default_max_attempts),
+               next_attempt_at      = CASE WHEN v.refusal IS NULL THEN now() + p_lease ELSE d.next_attempt_at END,
+               last_attempt_at      = CASE WHEN v.refusal IS NULL THEN now() ELSE d.last_attempt_at END,
+               last_error           = coalesce(v.refusal, d.last_error),
+               last_response_status = CASE WHEN v.refusal IS NULL THEN d.last_response_status END,
+               completed_at         = CASE WHEN v.refusal IS NULL THEN NULL ELSE now() END,
+               updated_at           = now()
+          FROM verdicts v
+         WHERE d.id = v.id
+           AND d.status = 'pending'
+           AND d.lease_token IS NULL
+        RETURNING d.id, d.event_id, d.config_id, d.attempts, d.lease_token, d.max_attempts AS own_limit,
+                  d.default_max_attempts, d.replay_count, v.refusal
+    ), refused AS (
+        INSERT INTO webhook_logs (delivery_id, event_id, config_id, event_type, attempt, outcome, error, worker, replay)
+        SELECT l.id, l.event_id, l.config_id, e.event_type, l.attempts, 'failed', l.refusal, p_worker, l.replay_count
+          FROM leased l JOIN webhook_events e ON e.id = l.event_id
+         WHERE l.refusal IS NOT NULL
+        RETURNING 1
+    )
+    SELECT l.id, l.lease_token, l.attempts, e.id, e.event_type,
+           to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+           e.data::text, c.id, c.url, c.secret,
+           coalesce(l.own_limit, c.max_attempts, l.default_max_attempts), c.is_active,
+           CASE WHEN c.previous_secret_expires_at > now() THEN c.previous_secret END, l.replay_count
+      FROM leased l
+      JOIN webhook_events e ON e.id = l.event_id
+      JOIN webhook_configs c ON c.id = l.config_id
+     WHERE l.refusal IS NULL;
+
+    -- 4. Endpoints left with due work and a free slot (or an open circuit, or a disabled queue still draining)
+    -- are signalled again; one at its cap is not.
+    INSERT INTO herald_endpoint_signals (config_id, due_at)
+    SELECT s.config_id, greatest(s.head, coalesce(s.circuit_open_until, s.head))
+      FROM (
+        SELECT c.id AS config_id, c.is_active, c.circuit_open_until,
+               herald_free_slots(c, p_endpoint_concurrency, p_circuit_threshold) AS free,
+               CASE WHEN NOT c.is_active
+                    THEN (SELECT min(now()) FROM webhook_deliveries x
+                           WHERE x.config_id = c.id AND x.status = 'pending' AND x.lease_token IS NULL)
+                    ELSE least(
+                        (SELECT min(x.next_attempt_at) FROM webhook_deliveries x
+                          WHERE x.config_id = c.id AND x.status = 'pending' AND x.lease_token IS NULL AND x.attempts = 0
+                            AND NOT x.ordering_blocked),
+                        (SELECT min(x.next_attempt_at) FROM webhook_deliveries x
+                          WHERE x.config_id = c.id AND x.status = 'pending' AND x.lease_token IS NULL AND x.attempts > 0
+                            AND NOT x.ordering_blocked))
+               END AS head
+          FROM webhook_configs c
+         WHERE c.id = ANY (v_endpoints)
+      ) s
+     WHERE s.head <= now()
+       AND (NOT s.is_active OR s.free > 0 OR s.circuit_open_until > now());
+END
+$$;
