@@ -13,6 +13,13 @@
 --    and never while an endpoint's circuit is half-open, where its single probe's result must be known first.
 --    The rows stay leased until the write, so `in flight` in webhook_deliveries may briefly exceed the cap by
 --    attempts already answered.
+-- 3. Join orders that do not depend on the statistics. The claim's plan is generic and made once per session,
+--    at its first call. A worker that started while the queue was nearly empty kept a plan that read
+--    webhook_events from end to end for every claim (estimated at a row or two when it was made): 31 s for one
+--    claim once 150,000 events were there, until autovacuum's ANALYZE invalidated the plan. It is why the first
+--    minute of every soak delivered a fraction of the rest (docs/PERFORMANCE.md). Now every join in the claim
+--    starts from the few rows chosen (LATERAL subqueries that cannot be flattened, OFFSET 0), and the UPDATEs
+--    carry an index condition on their few ids, so no estimate can make them scan a table.
 -- 2. herald_free_slots in PL/pgSQL: as a SQL function with a subquery it was not inlined, and PostgreSQL plans a
 --    non-inlined SQL function's body again in every query that calls it, twice per claim: 2.70 → 2.46 ms per
 --    claim at a hot endpoint (scripts/bench --scenario cost --profile).
@@ -143,7 +150,7 @@ BEGIN
     ), promoted AS (
         UPDATE webhook_deliveries d
            SET ordering_blocked = false
-         WHERE d.id IN (
+         WHERE d.id = ANY (ARRAY(     -- by id: never a scan of the table, whatever the estimates (3. above)
                SELECT (SELECT y.id FROM webhook_deliveries y
                         WHERE y.config_id = k.config_id AND y.ordering_key = k.ordering_key
                           AND y.status = 'pending' AND y.ordering_blocked
@@ -152,7 +159,7 @@ BEGIN
                 WHERE NOT EXISTS (
                       SELECT 1 FROM webhook_deliveries z
                        WHERE z.config_id = k.config_id AND z.ordering_key = k.ordering_key
-                         AND z.status = 'pending' AND NOT z.ordering_blocked AND z.replay_count = 0))
+                         AND z.status = 'pending' AND NOT z.ordering_blocked AND z.replay_count = 0)))
            AND d.ordering_blocked
         RETURNING 1
     ), counts AS (
@@ -207,6 +214,7 @@ BEGIN
                    ELSE c.disabled_reason END
           FROM needs n
          WHERE c.id = n.config_id AND c.id IN (SELECT k.id FROM lockable k)
+           AND c.id = ANY (v_endpoints)     -- bounded whatever the join order (see 3. above)
         RETURNING c.id
     ), consumed AS (
         DELETE FROM herald_endpoint_signals s USING due WHERE s.id = due.id
@@ -293,9 +301,9 @@ BEGIN
                                     c.max_attempts, d.default_max_attempts, p_default_max_attempts))
                END AS refusal
           FROM chosen k
-          JOIN webhook_deliveries d ON d.id = k.id
-          JOIN webhook_events e ON e.id = d.event_id
-          JOIN webhook_configs c ON c.id = d.config_id
+         CROSS JOIN LATERAL (SELECT x.* FROM webhook_deliveries x WHERE x.id = k.id OFFSET 0) d
+         CROSS JOIN LATERAL (SELECT x.organization_id FROM webhook_events x WHERE x.id = d.event_id OFFSET 0) e
+         CROSS JOIN LATERAL (SELECT x.* FROM webhook_configs x WHERE x.id = d.config_id OFFSET 0) c
     ), leased AS (
         -- The chosen rows are already locked (above).
         UPDATE webhook_deliveries d
@@ -313,14 +321,17 @@ BEGIN
                updated_at           = now()
           FROM verdicts v
          WHERE d.id = v.id
-           AND d.status = 'pending'
-           AND d.lease_token IS NULL
+           AND d.id = ANY (ARRAY(SELECT w.id FROM verdicts w))
+           -- The recheck, written so that no index can serve it: the rows are found by id (above), never by
+           -- scanning webhook_deliveries_config for every pending row, which a plan made on a small table did.
+           AND (d.status = 'pending' AND d.lease_token IS NULL) IS TRUE
         RETURNING d.id, d.event_id, d.config_id, d.attempts, d.lease_token, d.max_attempts AS own_limit,
                   d.default_max_attempts, d.replay_count, v.refusal
     ), refused AS (
         INSERT INTO webhook_logs (delivery_id, event_id, config_id, event_type, attempt, outcome, error, worker, replay)
         SELECT l.id, l.event_id, l.config_id, e.event_type, l.attempts, 'failed', l.refusal, p_worker, l.replay_count
-          FROM leased l JOIN webhook_events e ON e.id = l.event_id
+          FROM leased l
+         CROSS JOIN LATERAL (SELECT x.event_type FROM webhook_events x WHERE x.id = l.event_id OFFSET 0) e
          WHERE l.refusal IS NOT NULL
         RETURNING 1
     )
@@ -330,8 +341,8 @@ BEGIN
            coalesce(l.own_limit, c.max_attempts, l.default_max_attempts), c.is_active,
            CASE WHEN c.previous_secret_expires_at > now() THEN c.previous_secret END, l.replay_count
       FROM leased l
-      JOIN webhook_events e ON e.id = l.event_id
-      JOIN webhook_configs c ON c.id = l.config_id
+     CROSS JOIN LATERAL (SELECT x.* FROM webhook_events x WHERE x.id = l.event_id OFFSET 0) e
+     CROSS JOIN LATERAL (SELECT x.* FROM webhook_configs x WHERE x.id = l.config_id OFFSET 0) c
      WHERE l.refusal IS NULL;
 
     -- 4. Endpoints left with due work and a free slot (or an open circuit, or a disabled queue still draining)

@@ -107,6 +107,34 @@ import Testing
         #expect(try claim("a", returned: 1) == 0)
     }
 
+    /// A worker's session plans the claim once, at its first call (a generic plan, sql/007). One that started on a
+    /// nearly empty queue kept a plan that read webhook_events end to end on every claim once the queue had grown
+    /// (31 s a claim at 150,000 events, the first minute of every soak). Every join now starts from the rows
+    /// chosen (sql/016): the rows one claim reads stay proportional to what it claims.
+    @Test func aClaimPlannedOnAnEmptyQueueReadsOnlyWhatItClaimsOnceTheQueueHasGrown() throws {
+        let fixture = try Fixture()
+        try fixture.addConfig(url: "https://example.com/hook")
+        try fixture.emit()
+        let worker = try fixture.database.connect()
+        #expect(try worker.query("SELECT count(*) FROM herald_claim(64, '1 minute', 'w')").scalar == "1")
+        try fixture.connection.query("""
+            INSERT INTO webhook_events (event_type, data)
+            SELECT 'contact.created', jsonb_build_object('n', i) FROM generate_series(1, 20000) AS i
+            """)
+        try worker.query("BEGIN")
+        // The default cap is 50, one is in flight.
+        #expect(try worker.query("SELECT count(*) FROM herald_claim(64, '1 minute', 'w')").scalar == "49")
+        let read = try worker.query("""
+            SELECT relname, idx_tup_fetch + seq_tup_read FROM pg_stat_xact_user_tables
+             WHERE relname IN ('webhook_events', 'webhook_deliveries', 'webhook_configs')
+            """).rows
+        try worker.query("COMMIT")
+        #expect(read.count == 3)
+        for row in read {
+            #expect(Int(row[1] ?? "") ?? .max < 1000, "\(row[0] ?? "?"): \(row[1] ?? "?") rows read by one claim of 49")
+        }
+    }
+
     @Test func aClaimWith100000IdleConfigsVisitsOnlyEndpointsWithDueWork() throws {
         let fixture = try Fixture()
         try fixture.connection.query("""
