@@ -1,28 +1,31 @@
--- 016 — The per-endpoint cap counts requests on the wire, not rows waiting to be written; and a cheaper claim.
+-- 016 — A cheaper claim, and a per-endpoint cap that counts requests on the wire. Four changes, each found with
+-- scripts/bench and measured there (docs/PERFORMANCE.md, "After sql/016"):
 --
--- Found with scripts/bench --scenario hot (one endpoint made with `herald config create`, 2 workers at defaults,
--- nginx answering at once): 3,300–4,500 deliveries/s, half of the same run with the cap lifted. A delivery held
--- one of the endpoint's 50 slots from its claim until its result was committed. Against a receiver answering in
--- 1 ms that is mostly waiting for the worker's next transaction: a slot was held 12–15 ms (median; from the
--- claim's transaction to the one writing the result) for an HTTP exchange of 1 ms.
---
--- 1. The worker tells its claim how many of its attempts at each endpoint have come back but are not written
---    yet (those that arrived while the transaction was writing the others, or waited to be written with
---    company). Their requests are finished: they no longer count against the cap, which is what the cap
---    protects (the receiver: at most that many requests at once). Only this worker's own leases are discounted,
+-- 1. The cap counts requests on the wire, not rows waiting to be written. At one hot endpoint (2 workers at
+--    defaults, nginx answering at once) a delivery held one of the endpoint's 50 slots from its claim until its
+--    result was committed: 12–15 ms (median) for an HTTP exchange of 1 ms, mostly waiting for the worker's next
+--    transaction. The worker now tells its claim how many of its attempts at each endpoint have come back but are
+--    not written yet (those that arrived while the transaction was writing the others, or waited to be written
+--    with company). Their requests are finished, so they no longer count against the cap, which is what the cap
+--    protects: the receiver, at most that many requests at once. Only this worker's own leases are discounted,
 --    and never while an endpoint's circuit is half-open, where its single probe's result must be known first.
---    The rows stay leased until the write, so `in flight` in webhook_deliveries may briefly exceed the cap by
+--    The rows stay leased until the write, so leases in webhook_deliveries may briefly exceed the cap by
 --    attempts already answered.
+-- 2. A fair share per endpoint, and step 4 read from step 3. Each endpoint's scans read and lock at most this
+--    claim's share of p_limit (they read up to the endpoint's free slots: 3,400 rows locked for a claim of 100
+--    over 70 endpoints, 35 ms a claim, with receivers answering in 200 ms). And whether an endpoint in service
+--    must be signalled again (free slots and due work left) is read from what step 3 found, instead of counting
+--    its leases and probing its queue a second time.
 -- 3. Join orders that do not depend on the statistics. The claim's plan is generic and made once per session,
 --    at its first call. A worker that started while the queue was nearly empty kept a plan that read
 --    webhook_events from end to end for every claim (estimated at a row or two when it was made): 31 s for one
 --    claim once 150,000 events were there, until autovacuum's ANALYZE invalidated the plan. It is why the first
---    minute of every soak delivered a fraction of the rest (docs/PERFORMANCE.md). Now every join in the claim
---    starts from the few rows chosen (LATERAL subqueries that cannot be flattened, OFFSET 0), and the UPDATEs
---    carry an index condition on their few ids, so no estimate can make them scan a table.
--- 2. herald_free_slots in PL/pgSQL: as a SQL function with a subquery it was not inlined, and PostgreSQL plans a
---    non-inlined SQL function's body again in every query that calls it, twice per claim: 2.70 → 2.46 ms per
---    claim at a hot endpoint (scripts/bench --scenario cost --profile).
+--    minute of every soak delivered a fraction of the rest. Now every join in the claim starts from the few rows
+--    chosen (LATERAL subqueries that cannot be flattened, OFFSET 0), and the UPDATEs carry an index condition on
+--    their few ids, so no estimate can make them scan a table. herald_complete, likewise (end of this file).
+-- 4. herald_free_slots in PL/pgSQL: as a SQL function with a subquery it was not inlined, and PostgreSQL plans a
+--    non-inlined SQL function's body again in every query that calls it: 2.70 → 2.46 ms per claim at a hot
+--    endpoint (scripts/bench --scenario cost --profile).
 --
 -- The claim query is otherwise sql/007's, redefined whole here because PostgreSQL cannot change part of a
 -- function (sql/007 has its description, step by step).
@@ -55,7 +58,7 @@ END
 $$;
 
 -- What one worker's claim may take at an endpoint: its limit minus the requests on the wire, which are its
--- leases less p_returned of this worker's own (answered, not yet written; see 1. above). Not while half-open.
+-- leases less p_returned of this worker's own (answered, not yet written; see 1. at the top). Not while half-open.
 CREATE FUNCTION herald_claimable_slots(c webhook_configs, p_endpoint_concurrency integer, p_circuit_threshold integer,
                                        p_worker text, p_returned integer)
 RETURNS integer
@@ -119,6 +122,7 @@ SET jit = off                 -- sql/015
 AS $$
 DECLARE
     v_endpoints uuid[];
+    v_share integer;
 BEGIN
     -- 1. Endpoints with due signals that no other claim is deciding right now.
     -- An endpoint often has several signals (one per completed batch): read a window of them, oldest first, and
@@ -135,6 +139,13 @@ BEGIN
         RETURN;
     END IF;
 
+    -- How many rows of each kind (first attempts, retries) to read and lock per endpoint: this claim's fair share
+    -- of p_limit. Taking turns, it takes no more of any endpoint while every endpoint has rows; reading up to each
+    -- endpoint's free slots instead locked 3,400 rows per claim of 100 over 70 endpoints (35 ms a claim, receivers
+    -- answering in 200 ms). With uneven queues a claim may take fewer than p_limit; step 4 signals the endpoints
+    -- it left work at, so the next claim goes on.
+    v_share := ceil(greatest(p_limit, 1)::numeric / cardinality(v_endpoints))::integer;
+
     -- Signals of deleted configs would otherwise stay due forever.
     DELETE FROM herald_endpoint_signals s
      WHERE s.config_id = ANY (v_endpoints)
@@ -150,7 +161,7 @@ BEGIN
     ), promoted AS (
         UPDATE webhook_deliveries d
            SET ordering_blocked = false
-         WHERE d.id = ANY (ARRAY(     -- by id: never a scan of the table, whatever the estimates (3. above)
+         WHERE d.id = ANY (ARRAY(     -- by id: never a scan of the table, whatever the estimates (3. at the top)
                SELECT (SELECT y.id FROM webhook_deliveries y
                         WHERE y.config_id = k.config_id AND y.ordering_key = k.ordering_key
                           AND y.status = 'pending' AND y.ordering_blocked
@@ -214,7 +225,7 @@ BEGIN
                    ELSE c.disabled_reason END
           FROM needs n
          WHERE c.id = n.config_id AND c.id IN (SELECT k.id FROM lockable k)
-           AND c.id = ANY (v_endpoints)     -- bounded whatever the join order (see 3. above)
+           AND c.id = ANY (v_endpoints)     -- bounded whatever the join order (see 3. at the top)
         RETURNING c.id
     ), consumed AS (
         DELETE FROM herald_endpoint_signals s USING due WHERE s.id = due.id
@@ -244,7 +255,7 @@ BEGIN
                  FROM webhook_deliveries x
                 WHERE x.config_id = s.config_id AND x.status = 'pending' AND x.lease_token IS NULL
                   AND x.attempts = 0 AND NOT x.ordering_blocked AND x.next_attempt_at <= now()
-                ORDER BY x.next_attempt_at LIMIT least(s.free, p_limit)
+                ORDER BY x.next_attempt_at LIMIT least(s.free, v_share)
                   FOR UPDATE SKIP LOCKED
          ) d
          WHERE s.free > 0
@@ -256,7 +267,7 @@ BEGIN
                  FROM webhook_deliveries x
                 WHERE x.config_id = s.config_id AND x.status = 'pending' AND x.lease_token IS NULL
                   AND x.attempts > 0 AND NOT x.ordering_blocked AND x.next_attempt_at <= now()
-                ORDER BY x.next_attempt_at LIMIT least(s.free, p_limit)
+                ORDER BY x.next_attempt_at LIMIT least(s.free, v_share)
                   FOR UPDATE SKIP LOCKED
          ) d
          WHERE s.free > 0
@@ -281,13 +292,31 @@ BEGIN
         -- … and no endpoint gets more than its free slots.
         SELECT r.*, row_number() OVER (PARTITION BY r.config_id ORDER BY r.turn, r.next_attempt_at) AS place
           FROM ranked r
+    ), picked AS (
+        SELECT c.config_id, c.id FROM capped c WHERE c.place <= c.free
+         ORDER BY c.turn, c.next_attempt_at
+         LIMIT p_limit
     ), chosen AS (
-        SELECT c.id FROM (
-            SELECT c.id, c.turn, c.next_attempt_at FROM capped c WHERE c.place <= c.free
-             ORDER BY c.turn, c.next_attempt_at
-             LIMIT p_limit) c
+        SELECT p.id FROM picked p
         UNION ALL
         SELECT x.id FROM disabled x
+    ), resignalled AS (
+        -- 4. (an endpoint in service) Signalled again when it has free slots left and may have due work left:
+        -- rows found but not taken (the batch was cut at p_limit), or a scan that stopped at its limit. Read from
+        -- what this statement found, without counting the endpoint's leases or probing its queue again (that
+        -- was half of what each endpoint cost a claim over many endpoints). An endpoint at its cap is not
+        -- signalled: its next completion does that.
+        INSERT INTO herald_endpoint_signals (config_id, due_at)
+        SELECT s.config_id, now()
+          FROM endpoints s
+         CROSS JOIN LATERAL (
+               SELECT count(*) AS found, count(*) FILTER (WHERE NOT k.is_retry) AS firsts,
+                      count(*) FILTER (WHERE k.is_retry) AS retries
+                 FROM candidates k WHERE k.config_id = s.config_id) f
+         CROSS JOIN LATERAL (SELECT count(*) AS n FROM picked p WHERE p.config_id = s.config_id) t
+         WHERE s.is_active AND s.free > t.n
+           AND (f.found > t.n OR f.firsts >= least(s.free, v_share) OR f.retries >= least(s.free, v_share))
+        RETURNING 1
     ), verdicts AS (
         SELECT d.id,
                CASE WHEN NOT c.is_active
@@ -345,13 +374,12 @@ BEGIN
      CROSS JOIN LATERAL (SELECT x.* FROM webhook_configs x WHERE x.id = l.config_id OFFSET 0) c
      WHERE l.refusal IS NULL;
 
-    -- 4. Endpoints left with due work and a free slot (or an open circuit, or a disabled queue still draining)
-    -- are signalled again; one at its cap is not.
+    -- 4. (out of service) An endpoint whose circuit is open, signalled for when it closes, or a disabled config's
+    -- queue still draining, signalled again while it has rows left. (Those in service: above.)
     INSERT INTO herald_endpoint_signals (config_id, due_at)
     SELECT s.config_id, greatest(s.head, coalesce(s.circuit_open_until, s.head))
       FROM (
         SELECT c.id AS config_id, c.is_active, c.circuit_open_until,
-               herald_free_slots(c, p_endpoint_concurrency, p_circuit_threshold) AS free,
                CASE WHEN NOT c.is_active
                     THEN (SELECT min(now()) FROM webhook_deliveries x
                            WHERE x.config_id = c.id AND x.status = 'pending' AND x.lease_token IS NULL)
@@ -365,13 +393,13 @@ BEGIN
                END AS head
           FROM webhook_configs c
          WHERE c.id = ANY (v_endpoints)
+           AND (NOT c.is_active OR c.circuit_open_until > now())
       ) s
-     WHERE s.head <= now()
-       AND (NOT s.is_active OR s.free > 0 OR s.circuit_open_until > now());
+     WHERE s.head <= now();
 END
 $$;
 
--- 3. (continued) herald_complete, the other statement a worker runs per batch, had the same weakness: its plan,
+-- (3., continued) herald_complete, the other statement a worker runs per batch, had the same weakness: its plan,
 --    made while webhook_deliveries held a few rows, found a batch's rows with a sequential scan of the table, twice
 --    per call (120 ms a batch at 150,000 rows). Index access only, as in the claim: every statement in it reads
 --    its rows by id.
