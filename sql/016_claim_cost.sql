@@ -4,11 +4,12 @@
 -- 1. The cap counts requests on the wire, not rows waiting to be written. At one hot endpoint (2 workers at
 --    defaults, nginx answering at once) a delivery held one of the endpoint's 50 slots from its claim until its
 --    result was committed: 12–15 ms (median) for an HTTP exchange of 1 ms, mostly waiting for the worker's next
---    transaction. The worker now tells its claim how many of its attempts at each endpoint have come back but are
---    not written yet (those that arrived while the transaction was writing the others, or waited to be written
---    with company). Their requests are finished, so they no longer count against the cap, which is what the cap
---    protects: the receiver, at most that many requests at once. Only this worker's own leases are discounted,
---    and never while an endpoint's circuit is half-open, where its single probe's result must be known first.
+--    transaction. The worker now tells its claim which of its attempts were answered `delivered` but are not
+--    written yet (those that arrived while the transaction was writing the others, or waited to be written with
+--    company), by delivery id and lease token. Their requests are finished, so they no longer count against the
+--    cap, which is what the cap protects: the receiver, at most that many requests at once. A lease written or
+--    taken back meanwhile no longer matches its token; failures are not discounted (the circuit and the adaptive
+--    limit must see them first); nothing is while an endpoint's circuit is half-open.
 --    The rows stay leased until the write, so leases in webhook_deliveries may briefly exceed the cap by
 --    attempts already answered.
 -- 2. A fair share per endpoint, and step 4 read from step 3. Each endpoint's scans read and lock at most this
@@ -28,7 +29,8 @@
 --    endpoint (scripts/bench --scenario cost --profile).
 --
 -- The claim query is otherwise sql/007's, redefined whole here because PostgreSQL cannot change part of a
--- function (sql/007 has its description, step by step).
+-- function (sql/007 has its description, step by step; where it says each endpoint's scans read up to its free
+-- slots, and that step 4 re-reads the queue, this file is what runs now).
 
 -- An endpoint's limit right now: its adaptive limit (at most max_in_flight, else the workers'
 -- HERALD_ENDPOINT_CONCURRENCY); none while disabled or while the circuit is open; one when half-open. A plain
@@ -57,10 +59,10 @@ BEGIN
 END
 $$;
 
--- What one worker's claim may take at an endpoint: its limit minus the requests on the wire, which are its
--- leases less p_returned of this worker's own (answered, not yet written; see 1. at the top). Not while half-open.
+-- What a claim may take at an endpoint: its limit minus the requests on the wire, which are its leases less
+-- p_answered of them, whose answers are back (see 1. at the top). Not while half-open.
 CREATE FUNCTION herald_claimable_slots(c webhook_configs, p_endpoint_concurrency integer, p_circuit_threshold integer,
-                                       p_worker text, p_returned integer)
+                                       p_answered integer)
 RETURNS integer
 LANGUAGE plpgsql STABLE
 SET jit = off
@@ -68,15 +70,13 @@ AS $$
 DECLARE
     v_limit integer := herald_endpoint_limit(c, p_endpoint_concurrency, p_circuit_threshold);
     v_leases integer;
-    v_mine integer;
 BEGIN
     IF v_limit <= 0 THEN
         RETURN 0;
     END IF;
-    SELECT count(*), count(*) FILTER (WHERE x.leased_by = p_worker) INTO v_leases, v_mine
-      FROM webhook_deliveries x WHERE x.config_id = c.id AND x.lease_token IS NOT NULL;
+    SELECT count(*) INTO v_leases FROM webhook_deliveries x WHERE x.config_id = c.id AND x.lease_token IS NOT NULL;
     IF c.consecutive_failures < p_circuit_threshold THEN
-        v_leases := v_leases - least(greatest(coalesce(p_returned, 0), 0), v_mine);
+        v_leases := v_leases - least(greatest(coalesce(p_answered, 0), 0), v_leases);
     END IF;
     RETURN v_limit - v_leases;
 END
@@ -89,9 +89,9 @@ CREATE FUNCTION herald_claim(p_limit integer, p_lease interval, p_worker text,
                              p_default_max_attempts integer DEFAULT 10,  -- HERALD_MAX_ATTEMPTS's default
                              p_circuit_cooldown interval DEFAULT '30 seconds',
                              p_disable_after interval DEFAULT '5 days',
-                             -- This worker's attempts whose answer has come back but is not written yet, counted
-                             -- per endpoint: their requests are off the wire (herald_claimable_slots).
-                             p_returned_configs uuid[] DEFAULT '{}', p_returned_counts integer[] DEFAULT '{}')
+                             -- The caller's attempts that were answered (delivered) but are not written yet: each
+                             -- delivery id with the lease token it was sent under. Their requests are off the wire.
+                             p_answered_ids uuid[] DEFAULT '{}', p_answered_tokens uuid[] DEFAULT '{}')
 RETURNS TABLE (
     delivery_id  uuid,
     lease_token  uuid,
@@ -122,7 +122,6 @@ SET jit = off                 -- sql/015
 AS $$
 DECLARE
     v_endpoints uuid[];
-    v_share integer;
 BEGIN
     -- 1. Endpoints with due signals that no other claim is deciding right now.
     -- An endpoint often has several signals (one per completed batch): read a window of them, oldest first, and
@@ -138,13 +137,6 @@ BEGIN
     IF cardinality(v_endpoints) = 0 THEN
         RETURN;
     END IF;
-
-    -- How many rows of each kind (first attempts, retries) to read and lock per endpoint: this claim's fair share
-    -- of p_limit. Taking turns, it takes no more of any endpoint while every endpoint has rows; reading up to each
-    -- endpoint's free slots instead locked 3,400 rows per claim of 100 over 70 endpoints (35 ms a claim, receivers
-    -- answering in 200 ms). With uneven queues a claim may take fewer than p_limit; step 4 signals the endpoints
-    -- it left work at, so the next claim goes on.
-    v_share := ceil(greatest(p_limit, 1)::numeric / cardinality(v_endpoints))::integer;
 
     -- Signals of deleted configs would otherwise stay due forever.
     DELETE FROM herald_endpoint_signals s
@@ -240,34 +232,62 @@ BEGIN
 
     -- 3. Claim (and fail what must not be sent).
     RETURN QUERY
-    WITH endpoints AS (
+    WITH answered AS MATERIALIZED (
+        -- Per endpoint, the leases whose answers are back: matched by delivery and lease token, so a lease that
+        -- was written meanwhile, or taken back by a rescue, frees nothing. Once per claim (MATERIALIZED), each
+        -- found by id: the token is compared with IS NOT DISTINCT FROM so that the small
+        -- webhook_deliveries_leased index (lease_token IS NOT NULL) cannot be chosen and scanned per id.
+        SELECT y.config_id, count(*)::integer AS n
+          FROM unnest(p_answered_ids, p_answered_tokens) AS a (id, token)
+         CROSS JOIN LATERAL (SELECT x.config_id FROM webhook_deliveries x
+                              WHERE x.id = a.id AND x.lease_token IS NOT DISTINCT FROM a.token OFFSET 0) y
+         GROUP BY y.config_id
+    ), endpoints AS (
         SELECT c.id AS config_id, c.is_active, c.organization_id,
-               herald_claimable_slots(c, p_endpoint_concurrency, p_circuit_threshold, p_worker,
-                   (SELECT sum(r.n)::integer FROM unnest(p_returned_configs, p_returned_counts) AS r (id, n)
-                     WHERE r.id = c.id)) AS free
+               herald_claimable_slots(c, p_endpoint_concurrency, p_circuit_threshold,
+                   (SELECT a.n FROM answered a WHERE a.config_id = c.id)) AS free
           FROM webhook_configs c
          WHERE c.id = ANY (v_endpoints)
+    ), sharing AS (
+        -- How many rows of each kind (first attempts, retries) to read and lock per endpoint: this claim's fair
+        -- share of p_limit among the endpoints with free slots and due work. Taking turns, it takes no more of
+        -- any endpoint while every endpoint has rows. Reading up to each endpoint's free slots instead locked
+        -- 3,400 rows per claim of 100 over 70 endpoints (35 ms a claim, receivers answering in 200 ms). With
+        -- uneven queues a claim may take fewer than p_limit: step 4 signals the endpoints it left work at.
+        SELECT ceil(greatest(p_limit, 1)::numeric / greatest(count(*), 1))::integer AS share
+          FROM endpoints s
+         WHERE s.is_active AND s.free > 0
+           -- Probes per endpoint, written as scalar subqueries: an EXISTS the planner may turn into one scan of
+           -- every due row, hashed (which a plan made on a small queue did).
+           AND ((SELECT 1 FROM webhook_deliveries x
+                  WHERE x.config_id = s.config_id AND x.status = 'pending' AND x.lease_token IS NULL
+                    AND x.attempts = 0 AND NOT x.ordering_blocked AND x.next_attempt_at <= now() LIMIT 1) IS NOT NULL
+                OR (SELECT 1 FROM webhook_deliveries x
+                     WHERE x.config_id = s.config_id AND x.status = 'pending' AND x.lease_token IS NULL
+                       AND x.attempts > 0 AND NOT x.ordering_blocked AND x.next_attempt_at <= now() LIMIT 1) IS NOT NULL)
     ), first_attempts AS (
         SELECT s.config_id, least(s.free, p_limit) AS free, d.id, d.next_attempt_at, false AS is_retry
           FROM endpoints s
+         CROSS JOIN sharing h
          CROSS JOIN LATERAL (
                SELECT x.id, x.next_attempt_at
                  FROM webhook_deliveries x
                 WHERE x.config_id = s.config_id AND x.status = 'pending' AND x.lease_token IS NULL
                   AND x.attempts = 0 AND NOT x.ordering_blocked AND x.next_attempt_at <= now()
-                ORDER BY x.next_attempt_at LIMIT least(s.free, v_share)
+                ORDER BY x.next_attempt_at LIMIT least(s.free, h.share)
                   FOR UPDATE SKIP LOCKED
          ) d
          WHERE s.free > 0
     ), retries AS (
         SELECT s.config_id, least(s.free, p_limit) AS free, d.id, d.next_attempt_at, true AS is_retry
           FROM endpoints s
+         CROSS JOIN sharing h
          CROSS JOIN LATERAL (
                SELECT x.id, x.next_attempt_at
                  FROM webhook_deliveries x
                 WHERE x.config_id = s.config_id AND x.status = 'pending' AND x.lease_token IS NULL
                   AND x.attempts > 0 AND NOT x.ordering_blocked AND x.next_attempt_at <= now()
-                ORDER BY x.next_attempt_at LIMIT least(s.free, v_share)
+                ORDER BY x.next_attempt_at LIMIT least(s.free, h.share)
                   FOR UPDATE SKIP LOCKED
          ) d
          WHERE s.free > 0
@@ -300,23 +320,6 @@ BEGIN
         SELECT p.id FROM picked p
         UNION ALL
         SELECT x.id FROM disabled x
-    ), resignalled AS (
-        -- 4. (an endpoint in service) Signalled again when it has free slots left and may have due work left:
-        -- rows found but not taken (the batch was cut at p_limit), or a scan that stopped at its limit. Read from
-        -- what this statement found, without counting the endpoint's leases or probing its queue again (that
-        -- was half of what each endpoint cost a claim over many endpoints). An endpoint at its cap is not
-        -- signalled: its next completion does that.
-        INSERT INTO herald_endpoint_signals (config_id, due_at)
-        SELECT s.config_id, now()
-          FROM endpoints s
-         CROSS JOIN LATERAL (
-               SELECT count(*) AS found, count(*) FILTER (WHERE NOT k.is_retry) AS firsts,
-                      count(*) FILTER (WHERE k.is_retry) AS retries
-                 FROM candidates k WHERE k.config_id = s.config_id) f
-         CROSS JOIN LATERAL (SELECT count(*) AS n FROM picked p WHERE p.config_id = s.config_id) t
-         WHERE s.is_active AND s.free > t.n
-           AND (f.found > t.n OR f.firsts >= least(s.free, v_share) OR f.retries >= least(s.free, v_share))
-        RETURNING 1
     ), verdicts AS (
         SELECT d.id,
                CASE WHEN NOT c.is_active
@@ -362,6 +365,33 @@ BEGIN
           FROM leased l
          CROSS JOIN LATERAL (SELECT x.event_type FROM webhook_events x WHERE x.id = l.event_id OFFSET 0) e
          WHERE l.refusal IS NOT NULL
+        RETURNING 1
+    ), resignalled AS (
+        -- 4. (an endpoint in service) Signalled again when it has free slots left after this claim and may have
+        -- due work left: rows found but not leased (the batch was cut at p_limit, or they were refused), a scan
+        -- that stopped at its share, or due rows that someone else held locked. Read from what this statement
+        -- found (it no longer counts the endpoint's leases and probes its queue a second time: half of what each
+        -- endpoint cost a claim over many endpoints). An endpoint at its cap is not signalled: a completion does.
+        INSERT INTO herald_endpoint_signals (config_id, due_at)
+        SELECT s.config_id, now()
+          FROM endpoints s
+         CROSS JOIN sharing h
+         CROSS JOIN LATERAL (
+               SELECT count(*) AS found, count(*) FILTER (WHERE NOT k.is_retry) AS firsts,
+                      count(*) FILTER (WHERE k.is_retry) AS retries
+                 FROM candidates k WHERE k.config_id = s.config_id) f
+         CROSS JOIN LATERAL (SELECT count(*) AS n FROM leased l
+                              WHERE l.config_id = s.config_id AND l.refusal IS NULL) t
+         WHERE s.is_active AND s.free > t.n
+           AND (f.found > t.n OR f.firsts >= least(s.free, h.share) OR f.retries >= least(s.free, h.share)
+                OR (SELECT 1 FROM webhook_deliveries x
+                     WHERE x.config_id = s.config_id AND x.status = 'pending' AND x.lease_token IS NULL
+                       AND x.attempts = 0 AND NOT x.ordering_blocked AND x.next_attempt_at <= now()
+                       AND NOT EXISTS (SELECT 1 FROM candidates k WHERE k.id = x.id) LIMIT 1) IS NOT NULL
+                OR (SELECT 1 FROM webhook_deliveries x
+                     WHERE x.config_id = s.config_id AND x.status = 'pending' AND x.lease_token IS NULL
+                       AND x.attempts > 0 AND NOT x.ordering_blocked AND x.next_attempt_at <= now()
+                       AND NOT EXISTS (SELECT 1 FROM candidates k WHERE k.id = x.id) LIMIT 1) IS NOT NULL)
         RETURNING 1
     )
     SELECT l.id, l.lease_token, l.attempts, e.id, e.event_type,

@@ -67,21 +67,20 @@ public final class DeliveryStore {
     }
 
     /// Leases up to `limit` due deliveries for `lease`.
-    /// - Parameter returned: this worker's attempts per config id whose answer has come back but is not written
-    ///   yet. Their requests are finished, so they do not count against their endpoint's cap (sql/016).
-    public func claim(limit: Int, lease: Duration, returned: [String: Int] = [:]) throws -> [ClaimedDelivery] {
-        let returnedConfigs = Array(returned.keys)
+    /// - Parameter answered: attempts of this worker that were answered but are not written yet. Their requests
+    ///   are finished, so they do not count against their endpoint's cap (sql/016); matched by lease token.
+    public func claim(limit: Int, lease: Duration, answered: [ClaimedDelivery] = []) throws -> [ClaimedDelivery] {
         let result = try connection.execute(
             prepared: "herald_claim",
             """
             SELECT * FROM herald_claim($1, $2::interval, $3, $4, $5, $6, $7::interval, $8::interval, $9::uuid[],
-                                       $10::integer[])
+                                       $10::uuid[])
             """,
             [String(limit), "\(Int64(lease.milliseconds)) milliseconds", workerID, String(health.endpointConcurrency),
              String(health.circuitThreshold), String(health.defaultMaxAttempts),
              "\(Int64(health.circuitCooldown.milliseconds)) milliseconds",
              "\(Int64(health.disableAfter.milliseconds)) milliseconds",
-             PostgresArray.literal(returnedConfigs), PostgresArray.literal(returnedConfigs.map { returned[$0]! })])
+             PostgresArray.literal(answered.map(\.deliveryID)), PostgresArray.literal(answered.map(\.leaseToken))])
         return result.rows.map { row in
             ClaimedDelivery(
                 deliveryID: row[0]!, leaseToken: row[1]!, attempt: Int(row[2]!)!, eventID: row[3]!,

@@ -160,7 +160,7 @@ public final class Worker: Sendable {
                     let (written, busy) = try write(&unwritten, to: current)
                     machine.wrote(written: written, busy: busy, now: clock.now)
                     if let limit = claimLimit {
-                        recordClaim(try current.claim(limit: limit, lease: lease, returned: answered(unwritten)),
+                        recordClaim(try current.claim(limit: limit, lease: lease, answered: answered(unwritten)),
                                     limit: limit)
                     }
 
@@ -191,7 +191,7 @@ public final class Worker: Sendable {
                 case let .claim(limit):
                     guard let current = store else { continue }
                     // Results waiting for company (the write coalescing) are off the wire too.
-                    recordClaim(try current.claim(limit: limit, lease: lease, returned: answered(unwritten)), limit: limit)
+                    recordClaim(try current.claim(limit: limit, lease: lease, answered: answered(unwritten)), limit: limit)
                 }
             } catch let error as PostgresError where error.isConnectionProblem {
                 lose(error)
@@ -225,8 +225,7 @@ public final class Worker: Sendable {
         do {
             return try store.connection.transaction { _ in
                 let result = try store.complete(records)
-                let returned = answered(answeredMeanwhile())
-                return (result, try store.claim(limit: limit, lease: lease, returned: returned))
+                return (result, try store.claim(limit: limit, lease: lease, answered: answered(answeredMeanwhile())))
             }
         } catch let error as PostgresError where !error.isConnectionProblem {
             logger.notice("a batch of results was refused; writing them one chunk at a time",
@@ -235,11 +234,14 @@ public final class Worker: Sendable {
         }
     }
 
-    /// Per config id, how many of `records` (answers not yet written) there are.
-    private func answered(_ records: [AttemptRecord]) -> [String: Int] {
-        var counts: [String: Int] = [:]
-        for record in records { counts[record.delivery.configID, default: 0] += 1 }
-        return counts
+    /// The deliveries of `records` (answers not yet written) whose slots a claim may reuse before they are
+    /// written: the delivered ones. A failure or an overload must first reach the endpoint's health (circuit,
+    /// adaptive limit, 410) through the write, before its slot goes to another request.
+    private func answered(_ records: [AttemptRecord]) -> [ClaimedDelivery] {
+        records.compactMap { record in
+            if case .delivered = record.outcome { return record.delivery }
+            return nil
+        }
     }
 
     /// Writes the waiting results in chunks (one statement carrying thousands of payloads could pass PostgreSQL's

@@ -75,36 +75,65 @@ import Testing
 
     /// 100,000 configs, one with work: a claim reads a few config rows per delivery, not all of them. Measured with
     /// PostgreSQL's own per-table counters, not a clock.
-    /// The cap counts requests on the wire (sql/016): a claim may reuse the slots of its own worker's attempts
-    /// that were answered but are not written yet, and no others; never while the circuit is half-open.
-    @Test func answeredButUnwrittenAttemptsFreeTheirSlotsForTheirOwnWorkerOnly() throws {
+    /// The cap counts requests on the wire (sql/016): a claim may reuse the slots of attempts that were answered but
+    /// are not written yet, matched by their lease token (so a lease taken back meanwhile frees nothing); never while
+    /// the circuit is half-open.
+    @Test func answeredButUnwrittenAttemptsFreeTheirSlotsMatchedByLeaseToken() throws {
         let fixture = try Fixture()
         let config = try fixture.addConfig(url: "https://example.com/hook")
         try fixture.connection.query("UPDATE webhook_configs SET max_in_flight = 3 WHERE id = $1", [config])
         for _ in 0..<12 { try fixture.emit() }
-        func claim(_ worker: String, returned: Int) throws -> Int {
+        func claim(answered: [[String?]]) throws -> [[String?]] {
             // As the write in the same transaction does for the endpoints whose slots it releases.
             try fixture.connection.query("INSERT INTO herald_endpoint_signals (config_id, due_at) VALUES ($1, now())", [config])
-            return try fixture.count("""
-                SELECT count(*) FROM herald_claim(10, '1 minute', $1, p_returned_configs => ARRAY[$2]::uuid[],
-                                                  p_returned_counts => ARRAY[$3]::integer[])
-                """, [worker, config, String(returned)])
+            return try fixture.connection.query("""
+                SELECT delivery_id, lease_token FROM herald_claim(10, '1 minute', 'w',
+                    p_answered_ids => $1::uuid[], p_answered_tokens => $2::uuid[])
+                """, [PostgresArray.literal(answered.map { $0[0] }), PostgresArray.literal(answered.map { $0[1] })]).rows
         }
-        #expect(try claim("a", returned: 0) == 3)
-        // At the cap: nothing more, for anyone.
-        #expect(try claim("a", returned: 0) == 0)
-        // Worker b says 2 answers came back: they are not its leases, so they free nothing.
-        #expect(try claim("b", returned: 2) == 0)
-        // Worker a: 2 of its 3 requests were answered. It may send 2 more (5 leases, 3 on the wire) ...
-        #expect(try claim("a", returned: 2) == 2)
-        // ... and more answers than it holds leases free no more than its leases: all 5 answered, 3 free.
-        #expect(try claim("a", returned: 99) == 3)
-        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE lease_token IS NOT NULL") == 8)
-        // Half-open circuit (failures at the threshold): a single probe, its answer must be written first.
+        let first = try claim(answered: [])
+        #expect(first.count == 3)
+        // At the cap: nothing more.
+        #expect(try claim(answered: []).isEmpty)
+        // Two of the three were answered: two more go out (5 leases, 3 requests on the wire) ...
+        let second = try claim(answered: Array(first.prefix(2)))
+        #expect(second.count == 2)
+        // ... and the same answers do not free the same slots twice.
+        #expect(try claim(answered: Array(first.prefix(2))).isEmpty)
+        // A lease taken back and given out again meanwhile (a new token): its old answer frees nothing. Answered:
+        // first[1], first[2] (2 of 5 leases), so 3 are on the wire.
+        try fixture.connection.query("UPDATE webhook_deliveries SET lease_token = gen_random_uuid() WHERE id = $1", [first[0][0]])
+        #expect(try claim(answered: first).isEmpty)
+        // first[1], first[2] and second[0] answered: 2 on the wire, 1 free.
+        #expect(try claim(answered: Array(first.dropFirst()) + [second[0]]).count == 1)
+        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE lease_token IS NOT NULL") == 6)
+        // Half-open circuit (failures at the threshold): a single probe, and its answer must be written first.
         try fixture.connection.query("UPDATE webhook_deliveries SET lease_token = NULL, next_attempt_at = now() WHERE status = 'pending'")
         try fixture.connection.query("UPDATE webhook_configs SET consecutive_failures = 10 WHERE id = $1", [config])
-        #expect(try claim("a", returned: 0) == 1)
-        #expect(try claim("a", returned: 1) == 0)
+        let probe = try claim(answered: [])
+        #expect(probe.count == 1)
+        #expect(try claim(answered: probe).isEmpty)
+    }
+
+    /// A claim that refuses what it picked (the attempt limit was lowered, so the rows fail unsent) leaves the
+    /// endpoint's slots free: it signals the endpoint again, so the rest of its queue is claimed at once, not at the
+    /// next reconciliation a minute later.
+    @Test func aClaimThatRefusesWhatItPickedSignalsTheEndpointAgain() throws {
+        let fixture = try Fixture()
+        let config = try fixture.addConfig(url: "https://example.com/hook")
+        try fixture.connection.query("UPDATE webhook_configs SET max_in_flight = 1 WHERE id = $1", [config])
+        for _ in 0..<3 { try fixture.emit() }
+        // The oldest delivery has used its attempts already.
+        try fixture.connection.query("""
+            UPDATE webhook_deliveries SET attempts = 5, max_attempts = 5
+             WHERE id = (SELECT id FROM webhook_deliveries ORDER BY next_attempt_at, id LIMIT 1)
+            """)
+        try fixture.connection.query("UPDATE webhook_deliveries SET next_attempt_at = now() - interval '1 minute' WHERE attempts = 5")
+        #expect(try fixture.count("SELECT count(*) FROM herald_claim(10, '1 minute', 'w')") == 0)
+        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'") == 1)
+        // Signalled again, due now: the next claim takes the next delivery.
+        #expect(try fixture.count("SELECT count(*) FROM herald_endpoint_signals WHERE config_id = $1 AND due_at <= now()", [config]) >= 1)
+        #expect(try fixture.count("SELECT count(*) FROM herald_claim(10, '1 minute', 'w')") == 1)
     }
 
     /// A worker's session plans its statements once: the claim at its first call (a generic plan, sql/007), the
