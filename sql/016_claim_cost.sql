@@ -24,9 +24,11 @@
 --    minute of every soak delivered a fraction of the rest. Now every join in the claim starts from the few rows
 --    chosen (LATERAL subqueries that cannot be flattened, OFFSET 0), and the UPDATEs carry an index condition on
 --    their few ids, so no estimate can make them scan a table. herald_complete, likewise (end of this file).
--- 4. herald_free_slots in PL/pgSQL: as a SQL function with a subquery it was not inlined, and PostgreSQL plans a
---    non-inlined SQL function's body again in every query that calls it: 2.70 → 2.46 ms per claim at a hot
---    endpoint (scripts/bench --scenario cost --profile).
+-- 4. Helpers in PL/pgSQL, planned once per session: herald_claimable_slots (step 3's free slots) and
+--    herald_free_slots (an endpoint's free slots across all workers, which the claim no longer needs; kept for
+--    operators' queries). As a SQL function with a subquery herald_free_slots was not inlined, and PostgreSQL
+--    plans a non-inlined SQL function's body again in every query that calls it: 2.70 → 2.46 ms per claim at a
+--    hot endpoint when the claim still called it twice (scripts/bench --scenario cost --profile).
 --
 -- The claim query is otherwise sql/007's, redefined whole here because PostgreSQL cannot change part of a
 -- function (sql/007 has its description, step by step; where it says each endpoint's scans read up to its free
