@@ -395,6 +395,34 @@ BEGIN
                        AND x.attempts > 0 AND NOT x.ordering_blocked AND x.next_attempt_at <= now()
                        AND NOT EXISTS (SELECT 1 FROM candidates k WHERE k.id = x.id) LIMIT 1) IS NOT NULL)
         RETURNING 1
+    ), scheduled AS (
+        -- An endpoint whose due rows this claim exhausted, with retries (or first attempts) due later: signalled for
+        -- the earliest of them, unless a signal already comes by then. The signal that woke this claim was for
+        -- the earliest of a batch of retries; the rest of that batch, due a little later, had no signal of its
+        -- own once it was consumed, and waited for the reconciliation (up to a minute) when nothing else of the
+        -- endpoint was in flight to bring a claim.
+        INSERT INTO herald_endpoint_signals (config_id, due_at)
+        SELECT n.config_id, n.due_at
+          FROM (SELECT s.config_id,
+                       least((SELECT x.next_attempt_at FROM webhook_deliveries x
+                               WHERE x.config_id = s.config_id AND x.status = 'pending' AND x.lease_token IS NULL
+                                 AND x.attempts = 0 AND NOT x.ordering_blocked AND x.next_attempt_at > now()
+                               ORDER BY x.next_attempt_at LIMIT 1),
+                             (SELECT x.next_attempt_at FROM webhook_deliveries x
+                               WHERE x.config_id = s.config_id AND x.status = 'pending' AND x.lease_token IS NULL
+                                 AND x.attempts > 0 AND NOT x.ordering_blocked AND x.next_attempt_at > now()
+                               ORDER BY x.next_attempt_at LIMIT 1)) AS due_at
+                  FROM endpoints s
+                 CROSS JOIN sharing h
+                 CROSS JOIN LATERAL (
+                       SELECT count(*) FILTER (WHERE NOT k.is_retry) AS firsts, count(*) FILTER (WHERE k.is_retry) AS retries
+                         FROM candidates k WHERE k.config_id = s.config_id) f
+                 WHERE s.is_active
+                   AND f.firsts < least(greatest(s.free, 1), h.share) AND f.retries < least(greatest(s.free, 1), h.share)) n
+         WHERE n.due_at IS NOT NULL
+           AND (SELECT 1 FROM herald_endpoint_signals g
+                 WHERE g.config_id = n.config_id AND g.due_at <= n.due_at AND g.due_at > now() LIMIT 1) IS NULL
+        RETURNING 1
     )
     SELECT l.id, l.lease_token, l.attempts, e.id, e.event_type,
            to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
