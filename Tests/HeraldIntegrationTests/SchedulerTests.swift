@@ -136,6 +136,27 @@ import Testing
         #expect(try fixture.count("SELECT count(*) FROM herald_claim(10, '1 minute', 'w')") == 1)
     }
 
+    /// A batch of retries gets one signal, for the earliest; once a claim has consumed it, the rest of the batch,
+    /// due later, must still be signalled (else it waits for the reconciliation, up to a minute, whenever nothing
+    /// else of the endpoint is in flight to bring a claim).
+    @Test func retriesDueLaterThanTheOneAClaimTookKeepASignalForTheirTime() throws {
+        let fixture = try Fixture()
+        let config = try fixture.addConfig(url: "https://example.com/hook")
+        for _ in 0..<3 { try fixture.emit() }
+        // Three retries, as one write leaves them: due a second ago, in a minute and in two.
+        try fixture.connection.query("""
+            UPDATE webhook_deliveries d SET attempts = 1, next_attempt_at = now() + n.delay
+              FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) * interval '1 minute' - interval '1 second' AS delay
+                      FROM webhook_deliveries) n
+             WHERE d.id = n.id
+            """)
+        #expect(try fixture.count("SELECT count(*) FROM herald_claim(10, '1 minute', 'w')") == 1)
+        let next = "(SELECT min(next_attempt_at) FROM webhook_deliveries WHERE config_id = $1 AND lease_token IS NULL AND status = 'pending')"
+        #expect(try fixture.count("""
+            SELECT count(*) FROM herald_endpoint_signals WHERE config_id = $1 AND due_at > now() AND due_at <= \(next)
+            """, [config]) >= 1)
+    }
+
     /// A worker's session plans its statements once: the claim at its first call (a generic plan, sql/007), the
     /// write of results after a few. One that started on a nearly empty queue kept plans that read webhook_events
     /// end to end on every claim, and webhook_deliveries twice on every write, once the queue had grown (31 s a
