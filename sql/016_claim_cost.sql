@@ -306,6 +306,13 @@ BEGIN
          WHERE NOT s.is_active
     ), candidates AS (
         SELECT * FROM first_attempts UNION ALL SELECT * FROM retries
+    ), found AS (
+        -- Per endpoint in service, what its two scans found: step 4 (below) reads it twice.
+        SELECT s.config_id, count(k.id) AS found, count(k.id) FILTER (WHERE NOT k.is_retry) AS firsts,
+               count(k.id) FILTER (WHERE k.is_retry) AS retries
+          FROM endpoints s LEFT JOIN candidates k ON k.config_id = s.config_id
+         WHERE s.is_active
+         GROUP BY s.config_id
     ), ranked AS (
         -- First attempts and retries alternate, so each gets at least half of a batch when both wait …
         SELECT k.*, row_number() OVER (PARTITION BY k.config_id, k.is_retry ORDER BY k.next_attempt_at) AS turn
@@ -378,10 +385,7 @@ BEGIN
         SELECT s.config_id, now()
           FROM endpoints s
          CROSS JOIN sharing h
-         CROSS JOIN LATERAL (
-               SELECT count(*) AS found, count(*) FILTER (WHERE NOT k.is_retry) AS firsts,
-                      count(*) FILTER (WHERE k.is_retry) AS retries
-                 FROM candidates k WHERE k.config_id = s.config_id) f
+          JOIN found f ON f.config_id = s.config_id
          CROSS JOIN LATERAL (SELECT count(*) AS n FROM leased l
                               WHERE l.config_id = s.config_id AND l.refusal IS NULL) t
          WHERE s.is_active AND s.free > t.n
@@ -414,9 +418,7 @@ BEGIN
                                ORDER BY x.next_attempt_at LIMIT 1)) AS due_at
                   FROM endpoints s
                  CROSS JOIN sharing h
-                 CROSS JOIN LATERAL (
-                       SELECT count(*) FILTER (WHERE NOT k.is_retry) AS firsts, count(*) FILTER (WHERE k.is_retry) AS retries
-                         FROM candidates k WHERE k.config_id = s.config_id) f
+                  JOIN found f ON f.config_id = s.config_id
                  WHERE s.is_active
                    AND f.firsts < least(greatest(s.free, 1), h.share) AND f.retries < least(greatest(s.free, 1), h.share)) n
          WHERE n.due_at IS NOT NULL
