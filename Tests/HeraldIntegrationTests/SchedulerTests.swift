@@ -207,6 +207,46 @@ import Testing
         }
     }
 
+    /// sql/017: deliveries created by one transaction share (config_id, next_attempt_at). With B-tree
+    /// deduplication their due-index entries were one posting list, which a scan cannot mark dead until every row
+    /// in it is gone, so each claim stepped again over every row already claimed, until vacuum.
+    @Test func claimedRowsOfOneTransactionAreSteppedOverOnceNotOnEveryClaim() throws {
+        let fixture = try Fixture()
+        try fixture.addConfig(url: "https://example.com/hook")
+        try fixture.connection.query("""
+            INSERT INTO webhook_events (event_type, data)
+            SELECT 'contact.created', jsonb_build_object('n', i) FROM generate_series(1, 400) AS i
+            """)
+        let session = try fixture.database.connect()
+        #expect(try session.query("SELECT count(*) FROM herald_claim(64, '1 minute', 'w')").scalar == "50")
+        // What the claim's per-endpoint probe does: the first due row of the endpoint, by the due index.
+        try session.query("SET enable_seqscan = off")
+        try session.query("SET enable_bitmapscan = off")
+        func probeEntriesRead() throws -> Int {
+            func entries() throws -> Int {
+                try session.query("SELECT pg_stat_force_next_flush()")
+                _ = try fixture.connection.query("SELECT pg_stat_clear_snapshot()")
+                return try fixture.count("""
+                    SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = 'webhook_deliveries_due_first'
+                    """)
+            }
+            let before = try entries()
+            #expect(try session.query("""
+                SELECT count(*) FROM (
+                    SELECT next_attempt_at FROM webhook_deliveries
+                     WHERE config_id = (SELECT id FROM webhook_configs) AND status = 'pending' AND lease_token IS NULL
+                       AND attempts = 0 AND NOT ordering_blocked AND next_attempt_at <= now()
+                     ORDER BY next_attempt_at LIMIT 1) x
+                """).scalar == "1")
+            return try entries() - before
+        }
+        // The first probe reads the 50 entries of the claimed rows (so the index is what it used) and marks them.
+        #expect(try probeEntriesRead() > 50)
+        // Every later one skips them.
+        let again = try probeEntriesRead()
+        #expect(again <= 2, "the probe read \(again) index entries again")
+    }
+
     @Test func aClaimWith100000IdleConfigsVisitsOnlyEndpointsWithDueWork() throws {
         let fixture = try Fixture()
         try fixture.connection.query("""
