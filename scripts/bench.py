@@ -126,15 +126,19 @@ def stop_workers(workers):
 
 def wait_drained(pg, timeout, sample=None, remaining=None):
     deadline = time.time() + timeout
-    while time.time() < deadline:
-        if sample:
-            sample()
-        # Index-backed on purpose: a count over the whole table would compete with what is being measured
-        # (it cost 200 ms a poll once a million rows of backlog were present).
-        if pg.scalar(remaining or REMAINING) == 0:
-            return True
-        time.sleep(0.05)
-    return False
+    session = pg.session()  # one connection for every poll: a new psql each time competed with the workers
+    try:
+        while time.time() < deadline:
+            if sample:
+                sample()
+            # Index-backed on purpose: a count over the whole table would compete with what is being measured
+            # (it cost 200 ms a poll once a million rows of backlog were present).
+            if session.scalar(remaining or REMAINING) == 0:
+                return True
+            time.sleep(0.05)
+        return False
+    finally:
+        session.close()
 
 
 # Anything left to do now: first attempts waiting, requests in flight, or retries due within the hour.
