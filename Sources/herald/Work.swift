@@ -17,7 +17,7 @@ struct Work: ParsableCommand {
 
     @OptionGroup var database: DatabaseOptions
 
-    @Option(help: "Deliveries in flight in this process [HERALD_CONCURRENCY, default 512].")
+    @Option(help: "Deliveries in flight in this process [HERALD_CONCURRENCY, default 1024].")
     var concurrency: Int?
     @Option(name: .customLong("timeout-ms"), help: "Whole-attempt timeout in ms [HERALD_TIMEOUT_MS, default 5000].")
     var timeoutMilliseconds: Int?
@@ -79,6 +79,16 @@ struct Work: ParsableCommand {
             try configuration.validate()
         } catch {
             throw CommandFailure(error.description)
+        }
+        let openFiles = OpenFileLimit.ensure(configuration.concurrency + OpenFileLimit.reserve)
+        let fitted = OpenFileLimit.concurrency(asked: configuration.concurrency, limit: openFiles)
+        if fitted < configuration.concurrency {
+            logger.warning(
+                "the open-file limit is too low for HERALD_CONCURRENCY; running with fewer requests in flight",
+                metadata: ["open_files.limit": "\(openFiles)", "concurrency.asked": "\(configuration.concurrency)",
+                           "concurrency": "\(fitted)",
+                           "fix": "raise the limit (ulimit -n, LimitNOFILE= in systemd, --ulimit nofile= in Docker) or lower HERALD_CONCURRENCY"])
+            configuration.concurrency = fitted
         }
         let metricsAddress = self.metricsAddress ?? environment["HERALD_METRICS_ADDR"] ?? "127.0.0.1:9464"
         configuration.sampleBacklog = metricsAddress != "off"

@@ -59,11 +59,13 @@ final class Fixture {
             [type, organization, data]).scalar!
     }
 
-    func startWorker(_ overrides: [String: String] = [:], arguments: [String] = []) throws -> HeraldProcess {
+    func startWorker(_ overrides: [String: String] = [:], arguments: [String] = [], launcher: [String] = []) throws
+        -> HeraldProcess
+    {
         var environment = Fixture.fastWorker
         environment["DATABASE_URL"] = database.url
         for (key, value) in overrides { environment[key] = value }
-        let worker = try HeraldProcess(["work"] + arguments, environment: environment)
+        let worker = try HeraldProcess(["work"] + arguments, environment: environment, launcher: launcher)
         workers.append(worker)
         return worker
     }

@@ -28,6 +28,28 @@ import Testing
         #expect(receiver.requests.map { $0.headers["x-webhook-id"] }.allSatisfy { $0 == row[0] })
     }
 
+    @Test func anOpenFileLimitTooLowForTheConcurrencyLowersItAndSaysSo() throws {
+        let fixture = try Fixture()
+        let receiver = try TestReceiver { _, _ in .status(200) }
+        try fixture.addConfig(url: receiver.url)
+        for _ in 0..<5 { try fixture.emit() }
+        // Hard limit 300: the default concurrency (1,024) cannot have a socket each.
+        let capped = try fixture.startWorker(["HERALD_CONCURRENCY": "1024"], launcher: ["/usr/bin/prlimit", "--nofile=300:300"])
+        #expect(try fixture.waitUntilSettled(timeout: 30))
+        #expect(try fixture.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'") == 5)
+        #expect(capped.output.contains("the open-file limit is too low for HERALD_CONCURRENCY"), "\(capped.output)")
+        #expect(capped.output.contains("concurrency=236 concurrency.asked=1024"), "\(capped.output)")
+        capped.kill()
+        // Soft limit 100 under a hard limit of 5,000: raised to fit, nothing lowered.
+        let raised = try fixture.startWorker(["HERALD_CONCURRENCY": "1024"], launcher: ["/usr/bin/prlimit", "--nofile=100:5000"])
+        #expect(eventually { raised.output.contains("starting") })
+        let limits = try String(contentsOfFile: "/proc/\(raised.pid)/limits", encoding: .utf8)
+        let openFiles = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") }
+            .map { $0.split(separator: " ", omittingEmptySubsequences: true) } ?? []
+        #expect(openFiles.count >= 5 && openFiles[3] == "1088", "\(limits)")  // 1,024 + 64
+        #expect(!raised.output.contains("open-file limit is too low"))
+    }
+
     @Test func sigtermFinishesRequestsInFlightAndExitsZero() throws {
         let fixture = try Fixture()
         let receiver = try TestReceiver { _, _ in .delayed(seconds: 0.8, status: 200) }

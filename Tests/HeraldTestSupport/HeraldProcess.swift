@@ -6,13 +6,15 @@ public final class HeraldProcess: @unchecked Sendable {
     private let child: ChildProcess
     public let outputFile: URL
 
-    public init(_ arguments: [String], environment: [String: String] = [:]) throws {
+    /// `launcher`: a command that runs herald, e.g. `["/usr/bin/prlimit", "--nofile=300:300"]`.
+    public init(_ arguments: [String], environment: [String: String] = [:], launcher: [String] = []) throws {
         var merged = ProcessInfo.processInfo.environment
         merged.removeValue(forKey: "DATABASE_URL")
         merged["HERALD_SQL_DIR"] = try TestEnvironment.sqlDirectory().path
         for (key, value) in environment { merged[key] = value }
         outputFile = FileManager.default.temporaryDirectory.appendingPathComponent("herald-\(UUID().uuidString).log")
-        child = try ChildProcess(executable: try TestEnvironment.heraldBinary(), arguments: arguments,
+        let command = launcher + [try TestEnvironment.heraldBinary()] + arguments
+        child = try ChildProcess(executable: command[0], arguments: Array(command.dropFirst()),
                                  environment: merged, outputPath: outputFile.path)
     }
 
@@ -30,6 +32,7 @@ public final class HeraldProcess: @unchecked Sendable {
 
     public var output: String { (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "" }
     public var isRunning: Bool { child.isRunning }
+    public var pid: pid_t { child.pid }
     public var terminationStatus: Int32 { child.terminationStatus }
 
     public func terminate() { child.signal(SIGTERM) }
