@@ -203,8 +203,10 @@ private final class SocketWatch {
     /// Waits up to `timeout` (at most a second, at least nothing) for ready sockets; returns them with curl's
     /// CURL_CSELECT bits. A wake-up from `submit` or `shutdown` is consumed here and returns no socket.
     func wait(timeout: Duration) -> [(Int32, Int32)] {
-        let milliseconds = max(0, min(1000, Int32(timeout.components.seconds * 1000
-                                                   + (timeout.components.attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)))
+        // Clamped first (curl's timers can be hours away), then rounded up, so a timer due in 0.3 ms is not
+        // waited for with a busy loop of zero-timeout waits.
+        let clamped = max(.zero, min(timeout, .seconds(1))).components
+        let milliseconds = Int32(clamped.seconds * 1000 + (clamped.attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
         let count = events.withUnsafeMutableBufferPointer { buffer in
             epoll_wait(epoll, buffer.baseAddress, Int32(buffer.count), milliseconds)
         }
