@@ -26,6 +26,9 @@ public final class CurlEngine: Sendable {
         /// A PEM bundle of trusted CAs, instead of the system's.
         public var caFile: String?
         public var userAgent: String = "Herald/\(HeraldVersion.current)"
+        /// Connections kept open for reuse (CURLMOPT_MAXCONNECTS). At least the requests in flight, or connections
+        /// are closed and opened again (a TLS handshake each) while the process runs at its concurrency.
+        public var connectionCache: Int = 1024
 
         public init() {}
     }
@@ -53,7 +56,7 @@ public final class CurlEngine: Sendable {
         CurlEngine.globalInit
         self.configuration = configuration
         let multi = curl_multi_init()!
-        _ = CCurl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, 1024)
+        _ = CCurl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, configuration.connectionCache)
         multiAddress = UInt(bitPattern: multi)
         wakeup = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
         precondition(wakeup >= 0, "eventfd failed: errno \(errno)")

@@ -33,6 +33,7 @@ public final class Worker: Sendable {
         self.configuration = configuration
         self.logger = logger
         var http = CurlEngine.Configuration()
+        http.connectionCache = max(http.connectionCache, configuration.concurrency)
         http.addressPolicy = AddressPolicy(allowedNetworks: configuration.allowedNetworks)
         http.caFile = configuration.caFile
         engine = CurlEngine(configuration: http)
