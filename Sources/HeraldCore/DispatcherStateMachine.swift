@@ -22,6 +22,12 @@ public struct DispatcherStateMachine: Sendable {
         public var claimBatch: Int
         /// How often to claim when nothing wakes the dispatcher (retries coming due).
         public var pollInterval: Duration
+        /// How often to claim instead while work has been flowing (a claim returned rows or results were written
+        /// within `activeWindow`). The fan-out NOTIFYs only when an endpoint has no due signal (sql/018: a
+        /// NOTIFY serializes commits cluster-wide), so an event can be left with a due signal that a claim missed
+        /// by a few milliseconds; while deliveries flow, this poll finds it soon, not half a second later.
+        public var activePollInterval: Duration = .milliseconds(25)
+        public var activeWindow: Duration = .seconds(2)
         public var rescueInterval: Duration = .seconds(1)
         /// How often to re-derive endpoint signals from the queue itself (a safety net; see sql/007).
         public var reconcileInterval: Duration = .seconds(60)
@@ -73,6 +79,7 @@ public struct DispatcherStateMachine: Sendable {
     private var claimAgain = true
     private var lastClaimWasEmpty = false
     private var lastClaim: ContinuousClock.Instant
+    private var lastBusy: ContinuousClock.Instant?
     private var nextConnect: ContinuousClock.Instant
     private var reconnectDelay: Duration
     private var nextRescue: ContinuousClock.Instant
@@ -131,7 +138,10 @@ public struct DispatcherStateMachine: Sendable {
         firstUnwrittenAt = unwritten > 0 ? now : nil
         if busy > 0 { nextWrite = now + settings.busyRetryDelay }
         // Slots are free again, here and at the endpoints: look for work at once.
-        if written > 0 { claimAgain = true }
+        if written > 0 {
+            claimAgain = true
+            lastBusy = now
+        }
     }
 
     /// Results that could not be recorded at all (dropped after being logged): their leases will expire.
@@ -144,6 +154,7 @@ public struct DispatcherStateMachine: Sendable {
         inFlight += count
         lastClaim = now
         lastClaimWasEmpty = count == 0
+        if count > 0 { lastBusy = now }
         woken = false
         // Full: more may be waiting. Short or empty: the rest waits for results, a wake-up or the poll.
         claimAgain = count == limit
@@ -186,16 +197,25 @@ public struct DispatcherStateMachine: Sendable {
         if now >= nextReconcile { return .reconcile }
 
         let free = settings.concurrency - inFlight
-        let pollDue = now >= lastClaim + settings.pollInterval
+        let poll = pollInterval(now: now)
+        let pollDue = now >= lastClaim + poll
         let wakeDue = woken && (!lastClaimWasEmpty || now >= lastClaim + settings.wakeCoalescing)
         if free > 0 && (wakeDue || claimAgain || pollDue) {
             return .claim(limit: min(free, settings.claimBatch))
         }
         var deadline = min(nextRescue, nextReconcile)
-        if free > 0 { deadline = min(deadline, lastClaim + settings.pollInterval) }
+        if free > 0 { deadline = min(deadline, lastClaim + poll) }
         if free > 0 && woken { deadline = min(deadline, lastClaim + settings.wakeCoalescing) }
         if unwritten > 0 { deadline = min(deadline, writeDue) }
         return .wait(until: deadline)
+    }
+
+    /// The poll interval in force: the short one while work has been flowing (see `activePollInterval`).
+    private func pollInterval(now: ContinuousClock.Instant) -> Duration {
+        if let busy = lastBusy, now < busy + settings.activeWindow {
+            return min(settings.activePollInterval, settings.pollInterval)
+        }
+        return settings.pollInterval
     }
 
     /// When the waiting results should be written: at once when half of what was in flight has come back (or

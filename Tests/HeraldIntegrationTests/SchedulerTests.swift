@@ -247,6 +247,45 @@ import Testing
         #expect(again <= 2, "the probe read \(again) index entries again")
     }
 
+    /// sql/018: a transaction that NOTIFYs holds a cluster-wide lock while it commits, so the fan-out wakes the
+    /// workers only when an endpoint it queued to has no due signal (no claim of it already coming).
+    @Test func aFanOutNotifiesOnlyWhenAnEndpointHasNoDueSignal() throws {
+        let fixture = try Fixture()
+        try fixture.addConfig(name: "a", url: "https://example.com/a")
+        let listener = try fixture.database.connect()
+        try listener.query("LISTEN herald_deliveries")
+        func notified() throws -> Bool {
+            var received = 0
+            // Drain everything pending: a notification arrives once its transaction has committed.
+            while !(try listener.waitForNotifications(timeoutMilliseconds: 300)).isEmpty { received += 1 }
+            return received > 0
+        }
+        try fixture.emit()
+        #expect(try notified(), "an idle endpoint's first event wakes the workers")
+        try fixture.emit()
+        try fixture.emit()
+        #expect(try !notified(), "its due signal is still there: a claim of it is coming anyway")
+
+        // Once a claim has taken the signal (and the deliveries), the next event wakes them again.
+        let session = try fixture.database.connect()
+        #expect(try session.query("SELECT count(*) FROM herald_claim(64, '1 minute', 'w')").scalar == "3")
+        #expect(try fixture.count("SELECT count(*) FROM herald_endpoint_signals WHERE due_at <= now()") == 0)
+        try fixture.emit()
+        #expect(try notified())
+
+        // An event queued to two endpoints wakes them when either has no due signal.
+        try fixture.addConfig(name: "b", url: "https://example.com/b")
+        try fixture.emit()
+        #expect(try notified(), "endpoint b had no signal")
+        try fixture.emit()
+        #expect(try !notified())
+
+        // A signal due later (a retry's) is no claim coming now.
+        try fixture.connection.query("UPDATE herald_endpoint_signals SET due_at = now() + interval '1 hour'")
+        try fixture.emit()
+        #expect(try notified())
+    }
+
     @Test func aClaimWith100000IdleConfigsVisitsOnlyEndpointsWithDueWork() throws {
         let fixture = try Fixture()
         try fixture.connection.query("""
