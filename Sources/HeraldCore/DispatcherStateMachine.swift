@@ -23,9 +23,11 @@ public struct DispatcherStateMachine: Sendable {
         /// How often to claim when nothing wakes the dispatcher (retries coming due).
         public var pollInterval: Duration
         /// How often to claim instead while work has been flowing (a claim returned rows or results were written
-        /// within `activeWindow`). The fan-out NOTIFYs only when an endpoint has no due signal (sql/018: a
-        /// NOTIFY serializes commits cluster-wide), so an event can be left with a due signal that a claim missed
-        /// by a few milliseconds; while deliveries flow, this poll finds it soon, not half a second later.
+        /// within `activeWindow`) and nothing is in flight here. The fan-out NOTIFYs only when an endpoint has no
+        /// due signal (sql/018: a NOTIFY serializes commits cluster-wide), so an event can be left with a due
+        /// signal that a claim missed by a few milliseconds; this poll finds it soon, not half a second later.
+        /// With requests in flight their results bring the next claim instead (which takes every due signal), and
+        /// an endpoint at its cap is not polled.
         public var activePollInterval: Duration = .milliseconds(25)
         public var activeWindow: Duration = .seconds(2)
         public var rescueInterval: Duration = .seconds(1)
@@ -210,9 +212,10 @@ public struct DispatcherStateMachine: Sendable {
         return .wait(until: deadline)
     }
 
-    /// The poll interval in force: the short one while work has been flowing (see `activePollInterval`).
+    /// The poll interval in force: the short one while work has been flowing and nothing is in flight (see
+    /// `activePollInterval`).
     private func pollInterval(now: ContinuousClock.Instant) -> Duration {
-        if let busy = lastBusy, now < busy + settings.activeWindow {
+        if inFlight == 0, let busy = lastBusy, now < busy + settings.activeWindow {
             return min(settings.activePollInterval, settings.pollInterval)
         }
         return settings.pollInterval
