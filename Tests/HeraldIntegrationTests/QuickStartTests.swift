@@ -51,8 +51,11 @@ import Glibc
         var output: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
 
         func waitUntilReady() -> Bool {
-            eventually(timeout: 180, interval: 0.2) { output.contains("In another terminal") || !process.isRunning }
-                && process.isRunning
+            // Up to the lines to paste, which follow "In another terminal" in a separate write (a check between
+            // the two found no `export DATABASE_URL=` line, once).
+            eventually(timeout: 180, interval: 0.2) {
+                (output.contains("In another terminal") && output.contains("export PATH=")) || !process.isRunning
+            } && process.isRunning
         }
 
         /// Ctrl-C's equivalent for a script without a terminal (bash ignores SIGINT in background jobs).
