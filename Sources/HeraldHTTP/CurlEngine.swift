@@ -45,9 +45,11 @@ public final class CurlEngine: Sendable {
 
     private let configuration: Configuration
     // The CURLM handle, stored as an address so the class can be Sendable: only the engine thread uses it after
-    // `init`, except `curl_multi_wakeup`, which libcurl documents as callable from any thread.
+    // `init`.
     private let multiAddress: UInt
     /// An eventfd that `submit` and `shutdown` write to, watched with curl's sockets: wakes the engine thread.
+    /// Open for the engine's whole life (closed in `deinit`), so a late `wake()` never writes to a number the
+    /// process has since reused for another file.
     private let wakeup: Int32
     private let shared = Mutex(Shared())
     private let finished = Mutex(false)
@@ -90,6 +92,10 @@ public final class CurlEngine: Sendable {
 
     private func wake() {
         _ = eventfd_write(wakeup, 1)
+    }
+
+    deinit {
+        _ = Glibc.close(wakeup)
     }
 
     private var multi: UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: multiAddress)! }
@@ -232,9 +238,9 @@ private final class SocketWatch {
         return ready
     }
 
+    /// Closes the epoll instance (the wake-up eventfd belongs to the engine).
     func close() {
         _ = Glibc.close(epoll)
-        _ = Glibc.close(wakeup)
     }
 }
 
