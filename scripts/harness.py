@@ -54,7 +54,7 @@ class Session:
 
     def __init__(self, pg):
         self.process = subprocess.Popen(
-            [pg_bin("psql"), "-XAtq", "-h", "127.0.0.1", "-p", pg.port, "-U", "herald", "-d", "herald"],
+            pg.psql(),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=pg.env, bufsize=1)
 
     def sql(self, statement):
@@ -94,16 +94,19 @@ class Postgres:
         self.password = open(os.path.join(directory, "password")).read().strip()
         self.env = dict(os.environ, PGPASSWORD=self.password)
 
+    def psql(self, *arguments):
+        """The psql command line for this cluster's herald database, unaligned and quiet, then `arguments`."""
+        return [pg_bin("psql"), "-XAtq", "-h", "127.0.0.1", "-p", self.port, "-U", "herald", "-d", "herald",
+                *arguments]
+
     def sql(self, statement):
-        out = subprocess.run([pg_bin("psql"), "-XAtq", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", self.port,
-                              "-U", "herald", "-d", "herald", "-c", statement],
+        out = subprocess.run(self.psql("-v", "ON_ERROR_STOP=1", "-c", statement),
                              check=True, capture_output=True, text=True, env=self.env).stdout
         return out.strip()
 
     def script(self, text):
         """Runs SQL given on standard input (for statements too long for a command line)."""
-        out = subprocess.run([pg_bin("psql"), "-XAtq", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", self.port,
-                              "-U", "herald", "-d", "herald", "-f", "-"],
+        out = subprocess.run(self.psql("-v", "ON_ERROR_STOP=1", "-f", "-"),
                              input=text, check=True, capture_output=True, text=True, env=self.env).stdout
         return out.strip()
 
