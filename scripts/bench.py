@@ -24,12 +24,14 @@ workers and receivers sharing this machine:
   memory        peak RSS of one worker holding 1,000 requests in flight (sets HERALD_CONCURRENCY: its subject)
   backlog       drain again with 1,000,000 not-yet-due deliveries and 5,000,000 webhook_logs rows present
   --soak MIN    (only when asked) steady offered load for MIN minutes with retention short (issue 11): delivered
-                per minute, table and index sizes, dead rows and log partitions over time
+                per minute, table and index sizes, dead rows and log partitions over time; one endpoint, or
+                --soak-endpoints N with each event going to one of N endpoints at random
 Standard library only; it talks to PostgreSQL through psql and pgbench.
 """
 import argparse
 import asyncio
 import json
+import glob
 import os
 import random
 import shutil
@@ -110,8 +112,14 @@ def start_workers(pg, count, concurrency=None, extra=None):
     if concurrency:
         extra["HERALD_CONCURRENCY"] = str(concurrency)
     env = worker_env(pg.url, extra)
-    return [subprocess.Popen([os.path.join(BIN, "herald"), "work", "--worker-id", f"bench-{i}"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(count)]
+    # Their log (warnings and above) goes to .bench/worker-N.log: a pipe nobody reads would fill up after 64 KiB
+    # and block the worker's next log line, which the soak once did.
+    procs = []
+    for i in range(count):
+        with open(os.path.join(BENCH, f"worker-{i}.log"), "a") as log_file:
+            procs.append(subprocess.Popen([os.path.join(BIN, "herald"), "work", "--worker-id", f"bench-{i}"],
+                                          env=env, stdout=subprocess.DEVNULL, stderr=log_file))
+    return procs
 
 
 def stop_workers(workers):
@@ -532,8 +540,9 @@ def soak_sample(pg):
     return sample
 
 
-def soak(pg, nginx, minutes, rate, workers, payload):
-    """One endpoint as a user creates it, `rate` events/s offered by pgbench for
+def soak(pg, nginx, minutes, rate, workers, payload, endpoints=1):
+    """One endpoint as a user creates it (or `endpoints`, each event to one of them at random), `rate` events/s
+    offered by pgbench for
     `minutes` (ten per transaction), 2 workers at defaults but for the two settings this scenario is about: HERALD_RETENTION=2m and
     1-minute webhook_logs partitions (`herald migrate --log-partition-interval 1m`), so that retention cuts
     happen every minute of the run instead of once a day."""
@@ -543,17 +552,29 @@ def soak(pg, nginx, minutes, rate, workers, payload):
         pg.sql(f"DROP TABLE {name}")
     subprocess.run([os.path.join(BIN, "herald"), "migrate", "--database-url", pg.url, "--sql-dir",
                     os.path.join(ROOT, "sql"), "--log-partition-interval", "1m"], check=True, capture_output=True)
-    subprocess.run([os.path.join(BIN, "herald"), "config", "create", "--database-url", pg.url, "--name", "soak",
-                    "--url", nginx.url, "--events", "*", "--secret", "bench-secret-soak"],
-                   check=True, capture_output=True)
+    organization = "NULL"
+    if endpoints == 1:
+        subprocess.run([os.path.join(BIN, "herald"), "config", "create", "--database-url", pg.url, "--name", "soak",
+                        "--url", nginx.url, "--events", "*", "--secret", "bench-secret-soak"],
+                       check=True, capture_output=True)
+    else:
+        # Each endpoint is its organization's one config (as `herald config create --organization` makes it), and
+        # each event names one of those organizations at random: one delivery per event, spread evenly.
+        pg.sql(f"INSERT INTO webhook_configs (organization_id, name, url, events, secret) "
+               f"SELECT gen_random_uuid(), 'soak-' || i, '{nginx.url}?endpoint=' || i, '{{*}}', 'bench-secret-soak' "
+               f"FROM generate_series(1, {endpoints}) AS i")
+        organizations = pg.sql("SELECT organization_id FROM webhook_configs ORDER BY name").split()
+        organization = ("(ARRAY['" + "','".join(organizations) + "']::uuid[])"
+                        f"[1 + floor(random() * {endpoints})::int]")
     log(f"  settings: HERALD_RETENTION=2m and 1-minute log partitions (what this scenario is about), "
-        f"{rate:,} events/s offered for {minutes} min, {workers} workers")
+        f"{rate:,} events/s offered for {minutes} min to {endpoints} endpoint{'s' if endpoints > 1 else ''}, "
+        f"{workers} workers")
     # Ten events per transaction: one INSERT per transaction tops out near 1,600 commits/s on this machine next to
     # the workers (each commit waits for its WAL flush: see latency), below the rate this scenario offers.
     script = os.path.join(BENCH, "soak.sql")
     with open(script, "w") as f:
-        f.write("INSERT INTO webhook_events (event_type, data) SELECT 'contact.created', "
-                f"jsonb_build_object('id', gen_random_uuid(), 'text', repeat('x', {max(0, payload - 60)})) "
+        f.write("INSERT INTO webhook_events (event_type, organization_id, data) SELECT 'contact.created', "
+                f"{organization}, jsonb_build_object('id', gen_random_uuid(), 'text', repeat('x', {max(0, payload - 60)})) "
                 "FROM generate_series(1, 10);\n")
     procs = start_workers(pg, workers, extra={"HERALD_RETENTION": "2m"})
     log_offset = nginx.offset()
@@ -587,6 +608,7 @@ def soak(pg, nginx, minutes, rate, workers, payload):
     # The first retention cut: the first sample whose oldest log partition is younger than the run.
     cut = next((i for i, s_ in enumerate(samples) if 0 < int(s_["oldest_log"]) < s_["at"] - started), None)
     result = {"scenario": "soak", "minutes": minutes, "offered_per_second": rate, "workers": workers,
+              "endpoints": endpoints,
               "producer": offered, "samples": samples, "postgres_cpu_s": round(pg_cpu, 1),
               "first_cut_minute": samples[cut]["minute"] if cut is not None else None}
     if cut is not None and cut + 1 < len(samples):
@@ -706,6 +728,8 @@ def main():
     parser.add_argument("--soak", type=int, default=0, metavar="MINUTES",
                         help="run only the soak scenario, for MINUTES minutes (issue 11; try 10)")
     parser.add_argument("--soak-rate", type=int, default=3000, help="offered events/s in the soak (default 3,000)")
+    parser.add_argument("--soak-endpoints", type=int, default=1,
+                        help="endpoints the soak's events are spread over, at random (default 1: one hot endpoint)")
     parser.add_argument("--profile", action="store_true",
                         help="print the top statements by total time (pg_stat_statements) after the drain runs")
     parser.add_argument("--output", default=os.path.join(BENCH, "results.json"))
@@ -731,6 +755,8 @@ def main():
     k = args.scenario_workers
 
     os.makedirs(BENCH, exist_ok=True)
+    for old_log in glob.glob(os.path.join(BENCH, "worker-*.log")):
+        os.remove(old_log)
     if args.metrics_off:
         log("note: --metrics-off: workers run with HERALD_METRICS_ADDR=off (no /metrics, no backlog sampling)")
     if args.concurrency:
@@ -760,7 +786,7 @@ def main():
                 pg.sql(f"ALTER DATABASE herald SET {setting}")
         if args.soak:
             log(f"soak: {args.soak_rate:,} events/s for {args.soak} minutes, retention 2 minutes")
-            runs.append(soak(pg, nginx, args.soak, args.soak_rate, k, args.payload))
+            runs.append(soak(pg, nginx, args.soak, args.soak_rate, k, args.payload, args.soak_endpoints))
         if "hot" in scenarios:
             log(f"hot: one endpoint created with `herald config create`, {args.hot_events:,} events")
             runs.extend(hot(pg, nginx.url, args.hot_events, args.payload, k))
@@ -865,7 +891,8 @@ def report(results, best):
               f"CPU, {r['deliveries_updates_per_delivery']} updates of webhook_deliveries ({r['hot_update_share']:.0%} "
               f"HOT); growth in bytes: {growth}; a webhook_logs row averages {r['log_row_bytes']} bytes\n")
     for r in find(runs, "soak"):
-        print(f"soak: {r['offered_per_second']:,} events/s offered (10 per transaction) for {r['minutes']} min "
+        print(f"soak: {r['offered_per_second']:,} events/s offered (10 per transaction) to {r['endpoints']} "
+              f"endpoint{'s' if r['endpoints'] > 1 else ''} for {r['minutes']} min "
               f"({r['producer']} transactions), "
               f"HERALD_RETENTION=2m, 1-minute log partitions, {r['workers']} workers at defaults otherwise; "
               f"PostgreSQL CPU {r['postgres_cpu_s']} s")
