@@ -81,6 +81,21 @@ public struct QueueMaintenance {
             [Self.interval(age), String(batch), sweep ? "true" : "false"]).scalar ?? "0") ?? 0
     }
 
+    /// Vacuums `herald_endpoint_signals`, the table of wake-ups that every claim, write and fan-out touches: a few
+    /// hundred live rows, and thousands inserted and deleted a second at volume. Autovacuum visits a database at
+    /// most once per `autovacuum_naptime` (a server setting, 1 minute by default), which let it grow to 28 MiB and
+    /// 100,000 dead rows in the soak (docs/PERFORMANCE.md). Skipped when a vacuum of it is already running; never
+    /// truncates, since truncating takes a lock that every claim and fan-out would queue behind. Does nothing, with
+    /// a warning, when this role does not own the table.
+    /// - Returns: what PostgreSQL warned about that will not pass by itself (that only the table's owner may
+    ///   vacuum it); empty when done, or skipped because autovacuum was vacuuming it at that moment (55P03).
+    @discardableResult
+    public func vacuumSignals() throws -> [String] {
+        _ = connection.takeNotices()
+        try connection.query("VACUUM (SKIP_LOCKED, TRUNCATE false) herald_endpoint_signals")
+        return connection.takeNotices().filter { $0.sqlState != "55P03" }.map(\.message)
+    }
+
     /// One of Herald's hot tables (`herald_queue_health()`); `webhook_logs` summed over its partitions.
     public struct TableHealth: Sendable {
         public var table: String

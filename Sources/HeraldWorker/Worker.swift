@@ -15,8 +15,9 @@ import Synchronization
 /// - the listener thread LISTENs on its own connection and wakes the dispatcher when events arrive;
 /// - the heartbeat thread writes `herald_worker_heartbeats` on its own connection (and samples the backlog for
 ///   the metrics), so a dispatcher that is slow for any reason is never mistaken for a dead worker;
-/// - the maintenance thread keeps `webhook_logs` partitioned ahead, drops partitions past retention and samples
-///   the tables' health, on a connection of its own, since dropping a partition waits for older transactions.
+/// - the maintenance thread keeps `webhook_logs` partitioned ahead, drops partitions past retention, vacuums the
+///   signals table every 5 s and samples the tables' health, on a connection of its own, since dropping a
+///   partition waits for older transactions.
 public final class Worker: Sendable {
     public let configuration: WorkerConfiguration
     private let logger: Logger
@@ -377,11 +378,13 @@ public final class Worker: Sendable {
 
     // MARK: Maintenance
 
-    /// Creates `webhook_logs` partitions ahead (at start, then every minute); with HERALD_RETENTION, every 10 s
-    /// (one worker at a time) drops the log partitions past it and deletes finished deliveries and their events in
-    /// batches until none is left; with metrics on, samples the hot tables' health.
+    /// Vacuums the signals table every 5 s; creates `webhook_logs` partitions ahead (at start, then every minute);
+    /// with HERALD_RETENTION, every 10 s (one worker at a time) drops the log partitions past it and deletes
+    /// finished deliveries and their events in batches until none is left; with metrics on, samples the hot
+    /// tables' health.
     private func maintain() {
         var delay = Duration.milliseconds(100)
+        var vacuumSignals = true
         while !mailbox.isStopRequested {
             do {
                 let connection = try PostgresConnection(PostgresConnection.withNetworkTimeouts(configuration.databaseURL))
@@ -390,43 +393,60 @@ public final class Worker: Sendable {
                 delay = .milliseconds(100)
                 var partitionedAt: ContinuousClock.Instant?
                 var sweptAt: ContinuousClock.Instant?
+                var roundAt: ContinuousClock.Instant?
+                var moreToPrune = false
                 while !mailbox.isStopRequested {
+                    // Every 5 s: the signals table, whose churn autovacuum's once-a-minute visits do not keep up
+                    // with at volume (QueueMaintenance.vacuumSignals).
+                    if vacuumSignals {
+                        let warnings = try maintenance.vacuumSignals()
+                        if !warnings.isEmpty {
+                            vacuumSignals = false
+                            logger.notice(
+                                "cannot vacuum herald_endpoint_signals; autovacuum alone will (run the workers as the table's owner to let them vacuum it between autovacuum's visits)",
+                                metadata: ["postgres": "\(warnings.joined(separator: "; "))"])
+                        }
+                    }
                     let now = ContinuousClock.now
-                    if partitionedAt.map({ now - $0 >= .seconds(60) }) ?? true {
-                        let created = try maintenance.createLogPartitions()
-                        if created > 0 {
-                            logger.info("created webhook_logs partitions ahead", metadata: ["partitions": "\(created)"])
-                        }
-                        partitionedAt = now
-                    }
-                    if let retention = configuration.retention,
-                       let dropped = try maintenance.dropExpiredLogPartitions(olderThan: retention, wait: false),
-                       !dropped.isEmpty {
-                        logger.info("dropped webhook_logs partitions past retention", metadata: [
-                            "partitions": "\(dropped.map(\.name).joined(separator: ","))",
-                            "rows": "\(dropped.reduce(0) { $0 + $1.rows })"])
-                    }
-                    // Batches for at most 10 s, so that partitions are still created and dropped on time while
-                    // there is a lot to delete; the next round then starts at once.
-                    var moreToPrune = false
-                    if let retention = configuration.retention {
-                        let sweep = sweptAt.map { now - $0 >= .seconds(600) } ?? true
-                        let until = ContinuousClock.now + .seconds(10)
-                        while !mailbox.isStopRequested,
-                              try maintenance.pruneBatch(olderThan: retention, batch: 2000, sweep: sweep) > 0 {
-                            if ContinuousClock.now >= until {
-                                moreToPrune = true
-                                break
+                    // The rest every 10 s, or at once while retention has more to delete.
+                    if moreToPrune || roundAt.map({ now - $0 >= .seconds(10) }) ?? true {
+                        roundAt = now
+                        if partitionedAt.map({ now - $0 >= .seconds(60) }) ?? true {
+                            let created = try maintenance.createLogPartitions()
+                            if created > 0 {
+                                logger.info("created webhook_logs partitions ahead", metadata: ["partitions": "\(created)"])
                             }
+                            partitionedAt = now
                         }
-                        if sweep { sweptAt = now }
+                        if let retention = configuration.retention,
+                           let dropped = try maintenance.dropExpiredLogPartitions(olderThan: retention, wait: false),
+                           !dropped.isEmpty {
+                            logger.info("dropped webhook_logs partitions past retention", metadata: [
+                                "partitions": "\(dropped.map(\.name).joined(separator: ","))",
+                                "rows": "\(dropped.reduce(0) { $0 + $1.rows })"])
+                        }
+                        // Batches for at most 10 s, so that partitions are still created and dropped on time while
+                        // there is a lot to delete; the next round then starts at once.
+                        moreToPrune = false
+                        if let retention = configuration.retention {
+                            let sweep = sweptAt.map { now - $0 >= .seconds(600) } ?? true
+                            let until = ContinuousClock.now + .seconds(10)
+                            while !mailbox.isStopRequested,
+                                  try maintenance.pruneBatch(olderThan: retention, batch: 2000, sweep: sweep) > 0 {
+                                if ContinuousClock.now >= until {
+                                    moreToPrune = true
+                                    break
+                                }
+                            }
+                            if sweep { sweptAt = now }
+                        }
+                        if configuration.sampleBacklog {
+                            metrics.recordHealth(tables: try maintenance.tableHealth(),
+                                                 horizon: try maintenance.xminHorizon(),
+                                                 partitionsAheadSeconds: try maintenance.logPartitionsAheadSeconds())
+                        }
                     }
-                    if configuration.sampleBacklog {
-                        metrics.recordHealth(tables: try maintenance.tableHealth(),
-                                             horizon: try maintenance.xminHorizon(),
-                                             partitionsAheadSeconds: try maintenance.logPartitionsAheadSeconds())
-                    }
-                    if !moreToPrune { mailbox.waitForStop(upTo: .seconds(10)) }
+                    if !moreToPrune { mailbox.waitForStop(upTo: .seconds(5)) }
                 }
             } catch {
                 logger.warning("table maintenance failed; retrying", metadata: ["error": "\(error)"])
