@@ -34,6 +34,7 @@ import json
 import glob
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -607,8 +608,10 @@ def soak(pg, nginx, minutes, rate, workers, payload, endpoints=1):
     offered = next((line for line in out.splitlines() if line.startswith("number of transactions actually")), "")
     # The first retention cut: the first sample whose oldest log partition is younger than the run.
     cut = next((i for i, s_ in enumerate(samples) if 0 < int(s_["oldest_log"]) < s_["at"] - started), None)
+    produced = re.search(r"processed: (\d+)", offered)
     result = {"scenario": "soak", "minutes": minutes, "offered_per_second": rate, "workers": workers,
-              "endpoints": endpoints,
+              "endpoints": endpoints, "events_inserted": int(produced.group(1)) * 10 if produced else None,
+              "delivered_total": sum(x["delivered"] for x in samples),
               "producer": offered, "samples": samples, "postgres_cpu_s": round(pg_cpu, 1),
               "first_cut_minute": samples[cut]["minute"] if cut is not None else None}
     if cut is not None and cut + 1 < len(samples):
@@ -906,6 +909,11 @@ def report(results, best):
                   f"({x['webhook_deliveries']['dead_rows']:,}) | {mib('webhook_events')} | {mib('webhook_logs')} | "
                   f"{mib('herald_endpoint_signals')} ({x['herald_endpoint_signals']['dead_rows']:,}) | "
                   f"{mib('webhook_configs')} ({x['webhook_configs']['dead_rows']:,}) | {x['oldest_log']} |")
+        if r.get("events_inserted"):
+            pending = r["samples"][-1]["pending"] if r["samples"] else 0
+            print(f"\nover the run: {r['delivered_total']:,} delivered of {r['events_inserted']:,} events inserted "
+                  f"({r['delivered_total'] / r['events_inserted']:.1%}), {pending:,} pending at the end "
+                  f"(about {pending / r['offered_per_second']:.0f} s of the offered load)")
         if "size_ratio" in r:
             print(f"\nlast minute vs minute {r['compare_minute']} (the one after the first retention cut, minute "
                   f"{r['first_cut_minute']}): total size ×{r['size_ratio']}, delivered ×{r['throughput_ratio']} "
