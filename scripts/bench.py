@@ -541,10 +541,9 @@ def soak_sample(pg):
     return sample
 
 
-def soak(pg, nginx, minutes, rate, workers, payload, endpoints=1):
-    """One endpoint as a user creates it (or `endpoints`, each event to one of them at random), `rate` events/s
-    offered by pgbench for
-    `minutes` (ten per transaction), 2 workers at defaults but for the two settings this scenario is about: HERALD_RETENTION=2m and
+def soak(pg, nginx, minutes, rate, workers, payload, endpoint_count=1):
+    """One endpoint as a user creates it (or `endpoint_count`, each event to one of them at random), `rate`
+    events/s offered by pgbench for `minutes` (ten per transaction), 2 workers at defaults but for the two settings this scenario is about: HERALD_RETENTION=2m and
     1-minute webhook_logs partitions (`herald migrate --log-partition-interval 1m`), so that retention cuts
     happen every minute of the run instead of once a day."""
     truncate(pg)
@@ -554,7 +553,7 @@ def soak(pg, nginx, minutes, rate, workers, payload, endpoints=1):
     subprocess.run([os.path.join(BIN, "herald"), "migrate", "--database-url", pg.url, "--sql-dir",
                     os.path.join(ROOT, "sql"), "--log-partition-interval", "1m"], check=True, capture_output=True)
     organization = "NULL"
-    if endpoints == 1:
+    if endpoint_count == 1:
         subprocess.run([os.path.join(BIN, "herald"), "config", "create", "--database-url", pg.url, "--name", "soak",
                         "--url", nginx.url, "--events", "*", "--secret", "bench-secret-soak"],
                        check=True, capture_output=True)
@@ -563,12 +562,12 @@ def soak(pg, nginx, minutes, rate, workers, payload, endpoints=1):
         # each event names one of those organizations at random: one delivery per event, spread evenly.
         pg.sql(f"INSERT INTO webhook_configs (organization_id, name, url, events, secret) "
                f"SELECT gen_random_uuid(), 'soak-' || i, '{nginx.url}?endpoint=' || i, '{{*}}', 'bench-secret-soak' "
-               f"FROM generate_series(1, {endpoints}) AS i")
+               f"FROM generate_series(1, {endpoint_count}) AS i")
         organizations = pg.sql("SELECT organization_id FROM webhook_configs ORDER BY name").split()
         organization = ("(ARRAY['" + "','".join(organizations) + "']::uuid[])"
-                        f"[1 + floor(random() * {endpoints})::int]")
+                        f"[1 + floor(random() * {endpoint_count})::int]")
     log(f"  settings: HERALD_RETENTION=2m and 1-minute log partitions (what this scenario is about), "
-        f"{rate:,} events/s offered for {minutes} min to {endpoints} endpoint{'s' if endpoints > 1 else ''}, "
+        f"{rate:,} events/s offered for {minutes} min to {endpoint_count} endpoint{'s' if endpoint_count > 1 else ''}, "
         f"{workers} workers")
     # Ten events per transaction: one INSERT per transaction tops out near 1,600 commits/s on this machine next to
     # the workers (each commit waits for its WAL flush: see latency), below the rate this scenario offers.
@@ -610,7 +609,7 @@ def soak(pg, nginx, minutes, rate, workers, payload, endpoints=1):
     cut = next((i for i, s_ in enumerate(samples) if 0 < int(s_["oldest_log"]) < s_["at"] - started), None)
     produced = re.search(r"processed: (\d+)", offered)
     result = {"scenario": "soak", "minutes": minutes, "offered_per_second": rate, "workers": workers,
-              "endpoints": endpoints, "events_inserted": int(produced.group(1)) * 10 if produced else None,
+              "endpoints": endpoint_count, "events_inserted": int(produced.group(1)) * 10 if produced else None,
               "delivered_total": sum(x["delivered"] for x in samples),
               "producer": offered, "samples": samples, "postgres_cpu_s": round(pg_cpu, 1),
               "first_cut_minute": samples[cut]["minute"] if cut is not None else None}
@@ -669,6 +668,14 @@ def add_backlog(pg, deliveries, logs):
 
 def int_list(text):
     return [int(x) for x in text.split(",") if x]
+
+
+def positive(text):
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def main():
@@ -731,7 +738,7 @@ def main():
     parser.add_argument("--soak", type=int, default=0, metavar="MINUTES",
                         help="run only the soak scenario, for MINUTES minutes (issue 11; try 10)")
     parser.add_argument("--soak-rate", type=int, default=3000, help="offered events/s in the soak (default 3,000)")
-    parser.add_argument("--soak-endpoints", type=int, default=1,
+    parser.add_argument("--soak-endpoints", type=positive, default=1,
                         help="endpoints the soak's events are spread over, at random (default 1: one hot endpoint)")
     parser.add_argument("--profile", action="store_true",
                         help="print the top statements by total time (pg_stat_statements) after the drain runs")

@@ -81,19 +81,45 @@ public struct QueueMaintenance {
             [Self.interval(age), String(batch), sweep ? "true" : "false"]).scalar ?? "0") ?? 0
     }
 
+    /// What a vacuum of the signals table came to.
+    public enum SignalsVacuum: Sendable, Equatable {
+        /// Vacuumed.
+        case done
+        /// Not now: vacuumed by someone less than 4 s ago, or being vacuumed (autovacuum), so it is skipped
+        /// without waiting (`SKIP_LOCKED`, SQLSTATE 55P03).
+        case skipped
+        /// PostgreSQL refused: this role may not vacuum the table (only its owner, the database's owner, a
+        /// superuser, or on PostgreSQL 17 a role granted MAINTAIN may). It will not pass by itself.
+        case notPermitted(String)
+        /// Done, with another warning (e.g. a long transaction holding back what vacuum may remove).
+        case warned(String)
+    }
+
     /// Vacuums `herald_endpoint_signals`, the table of wake-ups that every claim, write and fan-out touches: a few
-    /// hundred live rows, and thousands inserted and deleted a second at volume. Autovacuum visits a database at
-    /// most once per `autovacuum_naptime` (a server setting, 1 minute by default), which let it grow to 28 MiB and
-    /// 100,000 dead rows in the soak (docs/PERFORMANCE.md). Skipped when a vacuum of it is already running; never
-    /// truncates, since truncating takes a lock that every claim and fan-out would queue behind. Does nothing, with
-    /// a warning, when this role does not own the table.
-    /// - Returns: what PostgreSQL warned about that will not pass by itself (that only the table's owner may
-    ///   vacuum it); empty when done, or skipped because autovacuum was vacuuming it at that moment (55P03).
-    @discardableResult
-    public func vacuumSignals() throws -> [String] {
+    /// hundred live rows at most, and about 1,000 inserted and deleted a second in the 3,000 events/s soak.
+    /// Autovacuum visits a database at most once per `autovacuum_naptime` (a server setting, 1 minute by default),
+    /// which let it grow to 28 MiB and 100,000 dead rows there (docs/PERFORMANCE.md). Skipped when it was vacuumed
+    /// less than 4 s ago (by another worker or autovacuum) and when a vacuum of it is under way; never truncates,
+    /// since truncating takes a lock that every claim and fan-out would queue behind.
+    public func vacuumSignals() throws -> SignalsVacuum {
+        let recent = try connection.query("""
+            SELECT coalesce(greatest(last_vacuum, last_autovacuum) > now() - interval '4 seconds', false)
+              FROM pg_stat_user_tables WHERE relid = 'herald_endpoint_signals'::regclass
+            """).scalar
+        if recent == "t" { return .skipped }
         _ = connection.takeNotices()
         try connection.query("VACUUM (SKIP_LOCKED, TRUNCATE false) herald_endpoint_signals")
-        return connection.takeNotices().filter { $0.sqlState != "55P03" }.map(\.message)
+        let notices = connection.takeNotices()
+        if notices.contains(where: { $0.sqlState == "55P03" }) { return .skipped }
+        // PostgreSQL 15 says "skipping … --- only table or database owner can vacuum it" (01000), 16 and later
+        // "permission denied to vacuum …, skipping it".
+        if let refusal = notices.first(where: {
+            $0.message.contains("owner can vacuum") || $0.message.contains("permission denied")
+        }) {
+            return .notPermitted(refusal.message)
+        }
+        if let other = notices.first { return .warned(other.message) }
+        return .done
     }
 
     /// One of Herald's hot tables (`herald_queue_health()`); `webhook_logs` summed over its partitions.

@@ -385,6 +385,7 @@ public final class Worker: Sendable {
     private func maintain() {
         var delay = Duration.milliseconds(100)
         var vacuumSignals = true
+        var vacuumWarnedAt: ContinuousClock.Instant?
         while !mailbox.isStopRequested {
             do {
                 let connection = try PostgresConnection(PostgresConnection.withNetworkTimeouts(configuration.databaseURL))
@@ -397,14 +398,30 @@ public final class Worker: Sendable {
                 var moreToPrune = false
                 while !mailbox.isStopRequested {
                     // Every 5 s: the signals table, whose churn autovacuum's once-a-minute visits do not keep up
-                    // with at volume (QueueMaintenance.vacuumSignals).
+                    // with at volume (QueueMaintenance.vacuumSignals). Its failure must not stop the round below.
                     if vacuumSignals {
-                        let warnings = try maintenance.vacuumSignals()
-                        if !warnings.isEmpty {
-                            vacuumSignals = false
-                            logger.notice(
-                                "cannot vacuum herald_endpoint_signals; autovacuum alone will (run the workers as the table's owner to let them vacuum it between autovacuum's visits)",
-                                metadata: ["postgres": "\(warnings.joined(separator: "; "))"])
+                        do {
+                            switch try maintenance.vacuumSignals() {
+                            case .done, .skipped:
+                                break
+                            case let .notPermitted(message):
+                                vacuumSignals = false
+                                logger.warning(
+                                    "cannot vacuum herald_endpoint_signals; autovacuum alone will (run the workers as the table's owner, the database's owner or a superuser to let them vacuum it between autovacuum's visits)",
+                                    metadata: ["postgres": "\(message)"])
+                            case let .warned(message):
+                                if vacuumWarnedAt.map({ ContinuousClock.now - $0 >= .seconds(3600) }) ?? true {
+                                    vacuumWarnedAt = ContinuousClock.now
+                                    logger.warning("vacuum of herald_endpoint_signals warned (said at most once an hour)",
+                                                   metadata: ["postgres": "\(message)"])
+                                }
+                            }
+                        } catch let error as PostgresError where !error.isConnectionProblem {
+                            if vacuumWarnedAt.map({ ContinuousClock.now - $0 >= .seconds(3600) }) ?? true {
+                                vacuumWarnedAt = ContinuousClock.now
+                                logger.warning("vacuum of herald_endpoint_signals failed (said at most once an hour)",
+                                               metadata: ["error": "\(error)"])
+                            }
                         }
                     }
                     let now = ContinuousClock.now
