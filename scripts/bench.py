@@ -114,7 +114,7 @@ def start_workers(pg, count, concurrency=None, extra=None):
         extra["HERALD_CONCURRENCY"] = str(concurrency)
     env = worker_env(pg.url, extra)
     # Their log (warnings and above) goes to .bench/worker-N.log: a pipe nobody reads would fill up after 64 KiB
-    # and block the worker's next log line, which the soak once did.
+    # and block the worker's next log line.
     procs = []
     for i in range(count):
         with open(os.path.join(BENCH, f"worker-{i}.log"), "a") as log_file:
@@ -543,9 +543,9 @@ def soak_sample(pg):
 
 def soak(pg, nginx, minutes, rate, workers, payload, endpoint_count=1):
     """One endpoint as a user creates it (or `endpoint_count`, each event to one of them at random), `rate`
-    events/s offered by pgbench for `minutes` (ten per transaction), 2 workers at defaults but for the two settings this scenario is about: HERALD_RETENTION=2m and
-    1-minute webhook_logs partitions (`herald migrate --log-partition-interval 1m`), so that retention cuts
-    happen every minute of the run instead of once a day."""
+    events/s offered by pgbench for `minutes` (ten per transaction), 2 workers at defaults but for the two
+    settings this scenario is about: HERALD_RETENTION=2m and 1-minute webhook_logs partitions (`herald migrate
+    --log-partition-interval 1m`), so that retention cuts happen every minute of the run instead of once a day."""
     truncate(pg)
     # Minute partitions from this minute on: the (empty) daily partition holding today goes first.
     for name in pg.sql("SELECT partition FROM herald_log_partitions").split():

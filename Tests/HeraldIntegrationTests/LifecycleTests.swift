@@ -96,7 +96,7 @@ import Testing
         #expect(worker.waitForExit(timeout: 10))
     }
 
-    /// The signals table churns thousands of rows a second at volume, and autovacuum visits a database once a
+    /// The signals table churns about 1,000 rows a second in the soak, and autovacuum visits a database once a
     /// minute at most: the workers vacuum it between those visits (it grew to 28 MiB and 100,000 dead rows in the
     /// soak without).
     @Test func workersVacuumTheSignalsTableBetweenAutovacuumVisits() throws {
