@@ -397,33 +397,8 @@ public final class Worker: Sendable {
                 var roundAt: ContinuousClock.Instant?
                 var moreToPrune = false
                 while !mailbox.isStopRequested {
-                    // Every 5 s: the signals table, whose churn autovacuum's once-a-minute visits do not keep up
-                    // with at volume (QueueMaintenance.vacuumSignals). Its failure must not stop the round below.
-                    if vacuumSignals {
-                        do {
-                            switch try maintenance.vacuumSignals() {
-                            case .done, .skipped:
-                                break
-                            case let .notPermitted(message):
-                                vacuumSignals = false
-                                logger.warning(
-                                    "cannot vacuum herald_endpoint_signals; autovacuum alone will (run the workers as the table's owner, the database's owner or a superuser to let them vacuum it between autovacuum's visits)",
-                                    metadata: ["postgres": "\(message)"])
-                            case let .warned(message):
-                                if vacuumWarnedAt.map({ ContinuousClock.now - $0 >= .seconds(3600) }) ?? true {
-                                    vacuumWarnedAt = ContinuousClock.now
-                                    logger.warning("vacuum of herald_endpoint_signals warned (said at most once an hour)",
-                                                   metadata: ["postgres": "\(message)"])
-                                }
-                            }
-                        } catch let error as PostgresError where !error.isConnectionProblem {
-                            if vacuumWarnedAt.map({ ContinuousClock.now - $0 >= .seconds(3600) }) ?? true {
-                                vacuumWarnedAt = ContinuousClock.now
-                                logger.warning("vacuum of herald_endpoint_signals failed (said at most once an hour)",
-                                               metadata: ["error": "\(error)"])
-                            }
-                        }
-                    }
+                    // Every 5 s: the signals table (see `vacuumSignals`). Its failure must not stop the round below.
+                    if vacuumSignals { vacuumSignals = try self.vacuumSignals(maintenance, lastWarning: &vacuumWarnedAt) }
                     let now = ContinuousClock.now
                     // The rest every 10 s, or at once while retention has more to delete.
                     if moreToPrune || roundAt.map({ now - $0 >= .seconds(10) }) ?? true {
@@ -471,6 +446,38 @@ public final class Worker: Sendable {
                 delay = min(delay * 2, .seconds(30))
             }
         }
+    }
+
+    /// Vacuums the signals table, whose churn autovacuum's once-a-minute visits do not keep up with at volume
+    /// (`QueueMaintenance.vacuumSignals`). Other warnings and failures are logged at most once an hour.
+    /// - Returns: false once PostgreSQL refused for good (this role may not vacuum the table): stop trying.
+    /// - Throws: only when the connection is lost (the caller reconnects).
+    private func vacuumSignals(_ maintenance: QueueMaintenance, lastWarning: inout ContinuousClock.Instant?) throws
+        -> Bool
+    {
+        func warnHourly(_ message: Logger.Message, _ metadata: Logger.Metadata) {
+            let now = ContinuousClock.now
+            guard lastWarning.map({ now - $0 >= .seconds(3600) }) ?? true else { return }
+            lastWarning = now
+            logger.warning(message, metadata: metadata)
+        }
+        do {
+            switch try maintenance.vacuumSignals() {
+            case .done, .skipped:
+                return true
+            case let .notPermitted(message):
+                logger.warning(
+                    "cannot vacuum herald_endpoint_signals; autovacuum alone will (run the workers as the table's owner, the database's owner or a superuser to let them vacuum it between autovacuum's visits)",
+                    metadata: ["postgres": "\(message)"])
+                return false
+            case let .warned(message):
+                warnHourly("vacuum of herald_endpoint_signals warned (said at most once an hour)",
+                           ["postgres": "\(message)"])
+            }
+        } catch let error as PostgresError where !error.isConnectionProblem {
+            warnHourly("vacuum of herald_endpoint_signals failed (said at most once an hour)", ["error": "\(error)"])
+        }
+        return true
     }
 
     // MARK: Listener
