@@ -35,18 +35,23 @@ import Testing
         #expect(try next("49.5", delivered: 50) == (nil, "f"))
     }
 
-    /// A receiver that serves only 5 requests at once and holds the rest until a slot frees, 100 ms of work each:
-    /// at the default cap of 50, queued requests wait past the 1 s timeout. The limit must come down (and the
-    /// timeouts with it), then grow back to the ceiling once the receiver is fast again.
+    /// A receiver that serves only 5 requests at once and holds the rest until a slot frees, 200 ms of work each
+    /// (25 a second): at the default cap of 50, queued requests wait about 2 s, twice the 1 s timeout, so timeouts
+    /// are certain however busy the machine is (at 100 ms of work the wait was 1 s, and a slow worker that kept
+    /// fewer requests in flight saw none). The limit must come down, then grow back to the ceiling once the
+    /// receiver is fast again.
     @Test func adaptiveLimitShrinksForAReceiverThatServesFiveAtOnceAndGrowsBack() throws {
         let fixture = try Fixture()
         let slots = DispatchSemaphore(value: 5)
         let slow = Atomic<Bool>(true)
         let receiver = try TestReceiver { _, _ in
             guard slow.load(ordering: .relaxed) else { return .status(200) }
+            let arrived = Date()
             slots.wait()
-            Thread.sleep(forTimeInterval: 0.1)
-            slots.signal()
+            defer { slots.signal() }
+            // The client gave up at 1 s: like a server that notices the closed connection, do not spend a slot on
+            // it. Otherwise abandoned requests queue up ahead of new ones and the overload never ends.
+            if Date().timeIntervalSince(arrived) < 0.9 { Thread.sleep(forTimeInterval: 0.2) }
             return .status(200)
         }
         let config = try fixture.addConfig(url: receiver.url, maxAttempts: 100)
