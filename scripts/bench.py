@@ -213,15 +213,22 @@ def hot(pg, receiver_url, events, payload, workers):
     insert_events(pg, events, payload)
     log(f"  defaults: {events:,} events, {workers} workers")
     at_defaults = run_drain(pg, events, workers, "hot, defaults")
-    log(f"    {at_defaults['per_second']:,}/s")
+    log(f"    {at_defaults['per_second']:,}/s; deliveries per worker: {deliveries_per_worker(pg)}")
     pg.sql("TRUNCATE webhook_events, webhook_deliveries, webhook_logs, herald_worker_heartbeats")
     pg.sql("UPDATE webhook_configs SET max_in_flight = 5000")
     log("  max_in_flight lifted: this run sets the config's max_in_flight = 5000 (the setting this comparison is "
         "about: how much the per-endpoint cap costs a fast endpoint)")
     insert_events(pg, events, payload)
     lifted = run_drain(pg, events, workers, "hot, max_in_flight 5000")
-    log(f"    {lifted['per_second']:,}/s")
+    log(f"    {lifted['per_second']:,}/s; deliveries per worker: {deliveries_per_worker(pg)}")
     return [at_defaults, lifted]
+
+
+def deliveries_per_worker(pg):
+    """How the deliveries were shared between the workers, most first (one hot endpoint must not be served by one
+    worker alone: sql/019)."""
+    return pg.sql("SELECT string_agg(n::text, ' / ' ORDER BY n DESC) FROM "
+                     "(SELECT count(*) AS n FROM webhook_logs WHERE outcome = 'delivered' GROUP BY worker) x")
 
 
 # --- cost: what one delivery writes (issue 11) ----------------------------------------------------------------

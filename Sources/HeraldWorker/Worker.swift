@@ -340,7 +340,6 @@ public final class Worker: Sendable {
                 defer { connection.close() }
                 let store = DeliveryStore(connection: connection, workerID: configuration.workerID,
                                           health: configuration.health)
-                delay = .milliseconds(100)
                 // Counting a large backlog is not free (650 ms at 300,000 due, measured in the soak): the sample
                 // comes at most every 5 s, and never more often than 20 times its own duration.
                 var nextSample = ContinuousClock.now
@@ -366,6 +365,7 @@ public final class Worker: Sendable {
                         metrics.limits.replace(with: Dictionary(
                             uniqueKeysWithValues: pressure.compactMap { p in p.limit.map { (p.config, $0) } }))
                     }
+                    delay = .milliseconds(100)  // after a beat that worked (see `maintain`)
                     mailbox.waitForStop(upTo: configuration.heartbeatInterval)
                 }
             } catch {
@@ -391,7 +391,6 @@ public final class Worker: Sendable {
                 let connection = try PostgresConnection(PostgresConnection.withNetworkTimeouts(configuration.databaseURL))
                 defer { connection.close() }
                 let maintenance = QueueMaintenance(connection: connection)
-                delay = .milliseconds(100)
                 var partitionedAt: ContinuousClock.Instant?
                 var sweptAt: ContinuousClock.Instant?
                 var roundAt: ContinuousClock.Instant?
@@ -438,10 +437,15 @@ public final class Worker: Sendable {
                                                  partitionsAheadSeconds: try maintenance.logPartitionsAheadSeconds())
                         }
                     }
+                    // Reset only after a whole pass worked: a statement that keeps failing (a function missing,
+                    // a permission) would otherwise be retried, and warned about, every 100 ms, because
+                    // connecting again succeeds every time.
+                    delay = .milliseconds(100)
                     if !moreToPrune { mailbox.waitForStop(upTo: .seconds(5)) }
                 }
             } catch {
-                logger.warning("table maintenance failed; retrying", metadata: ["error": "\(error)"])
+                logger.warning("table maintenance failed; retrying", metadata: [
+                    "error": "\(error)", "retry_in_ms": "\(Int(delay.milliseconds))"])
                 mailbox.waitForStop(upTo: delay)
                 delay = min(delay * 2, .seconds(30))
             }

@@ -125,6 +125,28 @@ import Testing
         #expect(!worker.output.contains("cannot vacuum herald_endpoint_signals"))
     }
 
+    /// A maintenance statement that keeps failing (here a function renamed away) is retried with a growing delay,
+    /// and each warning names the error. Connecting again succeeds every time, and that used to reset the delay:
+    /// a warning and a new connection every 100 ms, for as long as the fault lasted.
+    @Test func maintenanceThatKeepsFailingBacksOffAndSaysWhy() throws {
+        let fixture = try Fixture()
+        try fixture.connection.query("ALTER FUNCTION herald_create_log_partitions(timestamptz) RENAME TO herald_create_log_partitions_away")
+        let worker = try fixture.startWorker()
+        let failure = "table maintenance failed"
+        #expect(eventually(timeout: 20) { worker.output.contains(failure) })
+        // Upper bound only: a slow machine can make fewer attempts, never more. With the delay doubling from
+        // 100 ms, 3 s hold about 5 attempts; with the delay reset on every connection, about 25.
+        Thread.sleep(forTimeInterval: 3)
+        let warnings = worker.output.components(separatedBy: "\n").filter { $0.contains(failure) }
+        #expect(warnings.count >= 2, "it must go on trying")
+        #expect(warnings.count <= 8, "\(warnings.count) attempts in 3 s: the delay did not grow")
+        #expect(warnings.allSatisfy { $0.contains("herald_create_log_partitions") })
+        // Back: the next attempt works and the worker goes on (the partitions are there again).
+        try fixture.connection.query("ALTER FUNCTION herald_create_log_partitions_away(timestamptz) RENAME TO herald_create_log_partitions")
+        worker.terminate()
+        #expect(worker.waitForExit(timeout: 10))
+    }
+
     /// A role that does not own the table cannot vacuum it: PostgreSQL only warns, and the worker is told so, to
     /// say it once and leave the table to autovacuum. A vacuum already under way is skipped without waiting.
     @Test func vacuumingTheSignalsTableSaysWhenItIsNotPermittedAndNeverWaits() throws {
