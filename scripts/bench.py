@@ -225,10 +225,10 @@ def hot(pg, receiver_url, events, payload, workers):
 
 
 def deliveries_per_worker(pg):
-    """How the deliveries were shared between the workers, most first (one hot endpoint must not be served by one
-    worker alone: sql/019)."""
+    """How the deliveries were shared between the workers, most first. At one hot endpoint at defaults one worker
+    makes nearly all of them, and sharing them out was measured slower (docs/PERFORMANCE.md, "Fifth session")."""
     return pg.sql("SELECT string_agg(n::text, ' / ' ORDER BY n DESC) FROM "
-                     "(SELECT count(*) AS n FROM webhook_logs WHERE outcome = 'delivered' GROUP BY worker) x")
+                  "(SELECT count(*) AS n FROM webhook_logs WHERE outcome = 'delivered' GROUP BY worker) x")
 
 
 # --- cost: what one delivery writes (issue 11) ----------------------------------------------------------------

@@ -120,6 +120,44 @@ import Testing
         #expect(try claim(answered: probe).isEmpty)
     }
 
+    /// Step 2 of a claim only consumes the signals of a healthy endpoint (sql/019), and must still fold everything
+    /// else: a failure among "work left" signals, and deliveries at an endpoint whose adaptive limit is below its
+    /// ceiling (the limit grows back).
+    @Test func aClaimFoldsEverySignalThatChangesAnEndpointAndOnlyConsumesTheRest() throws {
+        let fixture = try Fixture()
+        let healthy = try fixture.addConfig(url: "https://example.com/healthy")
+        let failing = try fixture.addConfig(url: "https://example.com/failing")
+        let limited = try fixture.addConfig(url: "https://example.com/limited")
+        try fixture.connection.query("UPDATE webhook_configs SET concurrency_limit = 10 WHERE id = $1", [limited])
+        func signal(_ config: String, delivered: Int = 0, failed: Int = 0) throws {
+            try fixture.connection.query("""
+                INSERT INTO herald_endpoint_signals (config_id, due_at, delivered, failed) VALUES ($1, now(), $2, $3)
+                """, [config, String(delivered), String(failed)])
+        }
+        func claimOnly(_ config: String) throws {
+            // One endpoint per claim: the others' signals must not decide this one's path.
+            try fixture.connection.query("DELETE FROM herald_endpoint_signals WHERE config_id <> $1", [config])
+            _ = try fixture.connection.query("SELECT count(*) FROM herald_claim(10, '1 minute', 'w')")
+            #expect(try fixture.count("SELECT count(*) FROM herald_endpoint_signals WHERE config_id = $1", [config]) == 0)
+        }
+        try signal(healthy, delivered: 5)
+        try signal(healthy)
+        try claimOnly(healthy)
+        #expect(try fixture.scalar("""
+            SELECT format('%s %s %s', consecutive_failures, circuit_open_until IS NULL, concurrency_limit IS NULL)
+              FROM webhook_configs WHERE id = $1
+            """, [healthy]) == "0 t t")
+
+        try signal(failing)
+        try signal(failing, failed: 2)
+        try claimOnly(failing)
+        #expect(try fixture.count("SELECT consecutive_failures FROM webhook_configs WHERE id = $1", [failing]) == 2)
+
+        try signal(limited, delivered: 10)
+        try claimOnly(limited)
+        #expect(try fixture.scalar("SELECT concurrency_limit FROM webhook_configs WHERE id = $1", [limited]) == "11")
+    }
+
     /// A claim that refuses what it picked (the attempt limit was lowered, so the rows fail unsent) leaves the
     /// endpoint's slots free: it signals the endpoint again, so the rest of its queue is claimed at once, not at the
     /// next reconciliation a minute later.
