@@ -1,16 +1,19 @@
 -- 019 — A claim at a healthy endpoint consumes its signals without the fold.
 --
 -- Step 2 of every claim folds the endpoints' due signals into their state (failures, circuit, adaptive limit,
--- 410 Gone, the next head of each ordering key) and consumes the signals. At a healthy endpoint there is
--- nothing to fold: every signal says "delivered" (or only "work left") and the endpoint has no failures, no
--- circuit and no limit below its ceiling. The fold's statement still ran, and its start-up (fifteen parts,
--- planned once but started on every call) took 0.29 ms of a 2.4 ms claim of 45 rows on an idle database
--- (auto_explain, docs/PERFORMANCE.md "Fifth session").
+-- 410 Gone, the next head of each ordering key) and consumes the signals. When every endpoint the claim took is
+-- healthy there is nothing to fold: every signal says "delivered" (or only "work left") and no endpoint has
+-- failures, a failing period, a circuit or a limit below its ceiling. The fold's statement still ran: 0.3–0.4 ms
+-- of a claim on an idle database (auto_explain, at 5 and at 45 rows; docs/PERFORMANCE.md "Fifth session").
 --
--- Now one small DELETE consumes the due signals when nothing needs folding, decided in its own snapshot; the fold
--- runs only when it deleted nothing. A claim-and-complete loop on an idle database, alternated with sql/016's
--- claim: at 45 rows a cycle the claim took 2.4, 2.7 and 2.4 ms, now 2.0, 2.2 and 2.0 ms; at 5 rows, 1.01, 1.08
--- and 0.98 ms, now 0.99, 1.02 and 0.96 ms. In scripts/bench (hot, cost) the difference is within the noise.
+-- Now one small DELETE (about 0.03 ms) consumes the due signals when nothing needs folding, decided in its own
+-- snapshot; the fold runs, for every endpoint of the claim, only when it deleted nothing. A claim-and-complete
+-- loop on an idle database, alternated with sql/016's claim: at 45 rows a cycle the claim took 2.4, 2.7 and
+-- 2.4 ms, now 2.0, 2.2 and 2.0 ms; at 5 rows, 1.01, 1.08 and 0.98 ms, now 0.99, 1.02 and 0.96 ms (less than the
+-- fold's own time, not explained). In scripts/bench (hot, cost) the difference is within the noise.
+--
+-- Also fixed in the fold (inherited from sql/016): an endpoint with failing_since set is folded, so that a
+-- success clears it (see `needs`).
 --
 -- The claim is otherwise sql/016's, redefined whole because PostgreSQL cannot change part of a function.
 
@@ -76,12 +79,11 @@ BEGIN
     -- 2. Health: fold the due signals into each endpoint's state; promote the next head of ordering keys that
     -- have none left (the head finished, or the key is new). Under the endpoint's lock, so two claims cannot both
     -- promote one for the same key.
-    -- The usual case first (sql/019): every due signal only says "delivered" and no endpoint has state to change
-    -- (no failures, no open circuit, no adaptive limit below its ceiling, no ordering key). Then folding changes
-    -- nothing and the signals are only consumed: one small statement instead of the fold's fifteen parts, whose
-    -- start-up alone cost 0.29 ms a claim. Both conditions are read in the DELETE's own snapshot, so a failure
-    -- signalled meanwhile is either seen here (and folded below) or left for the next claim, never consumed
-    -- unread.
+    -- The usual case first (sql/019): every due signal only says "delivered" and no endpoint of this claim has
+    -- state to change (no failures or failing period, no circuit, no adaptive limit below its ceiling, no
+    -- ordering key). Then folding changes nothing and the signals are only consumed: one small statement instead
+    -- of the fold's fifteen parts. Both conditions are read in the DELETE's own snapshot, so a failure signalled
+    -- meanwhile is either seen here (and folded below) or left for the next claim, never consumed unread.
     DELETE FROM herald_endpoint_signals s
      WHERE s.config_id = ANY (v_endpoints) AND s.due_at <= now()
        AND NOT EXISTS (SELECT 1 FROM herald_endpoint_signals x
@@ -90,7 +92,7 @@ BEGIN
        AND NOT EXISTS (SELECT 1 FROM webhook_configs c
                         WHERE c.id = ANY (v_endpoints)
                           AND (c.consecutive_failures > 0 OR c.circuit_open_until IS NOT NULL
-                               OR c.concurrency_limit IS NOT NULL));
+                               OR c.concurrency_limit IS NOT NULL OR c.failing_since IS NOT NULL));
     IF NOT FOUND THEN
         WITH due AS (
             SELECT s.id, s.config_id, s.delivered, s.failed, s.overloaded, s.gone, s.ordering_key
@@ -120,6 +122,10 @@ BEGIN
             SELECT k.* FROM counts k JOIN webhook_configs c ON c.id = k.config_id
              WHERE k.failed > 0 OR k.gone OR c.consecutive_failures > 0 OR c.circuit_open_until IS NOT NULL
                 OR c.concurrency_limit IS NOT NULL
+                -- (sql/019) A batch of overloads alone, while the limit stays at its ceiling (it halves at most once
+                -- a second), sets failing_since and leaves the rest as it was: without this the next success
+                -- would not clear it, and days later one failed batch would disable a healthy endpoint.
+                OR c.failing_since IS NOT NULL
         ), lockable AS (
             SELECT c.id FROM webhook_configs c WHERE c.id IN (SELECT n.config_id FROM needs n)
                FOR NO KEY UPDATE SKIP LOCKED

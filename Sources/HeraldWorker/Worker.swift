@@ -493,16 +493,16 @@ public final class Worker: Sendable {
         while !mailbox.isStopRequested {
             do {
                 let connection = try PostgresConnection(PostgresConnection.withNetworkTimeouts(configuration.databaseURL))
+                defer { connection.close() }  // also when waiting fails: a broken socket is not left open
                 try connection.query("LISTEN herald_deliveries")
                 delay = .milliseconds(100)
                 mailbox.wake()  // anything inserted while we were not listening
                 while !mailbox.isStopRequested {
                     if !(try connection.waitForNotifications(timeoutMilliseconds: 250)).isEmpty { mailbox.wake() }
                 }
-                connection.close()
             } catch {
                 logger.debug("LISTEN connection unavailable; retrying", metadata: ["error": "\(error)"])
-                Thread.sleep(forTimeInterval: delay.milliseconds / 1000)
+                mailbox.waitForStop(upTo: delay)  // a stop is not held up by the backoff
                 delay = min(delay * 2, .seconds(5))
             }
         }

@@ -141,8 +141,13 @@ import Testing
         #expect(warnings.count >= 2, "it must go on trying")
         #expect(warnings.count <= 8, "\(warnings.count) attempts in 3 s: the delay did not grow")
         #expect(warnings.allSatisfy { $0.contains("herald_create_log_partitions") })
-        // Back: the next attempt works and the worker goes on (the partitions are there again).
+        // Back, with the furthest partition missing: the next attempt works and creates it again.
+        let furthest = try fixture.scalar(
+            "SELECT partition FROM herald_log_partitions ORDER BY upper_bound DESC LIMIT 1")!
+        try fixture.connection.query("DROP TABLE \(furthest)")
         try fixture.connection.query("ALTER FUNCTION herald_create_log_partitions_away(timestamptz) RENAME TO herald_create_log_partitions")
+        #expect(eventually(timeout: 30) { worker.output.contains("created webhook_logs partitions ahead") })
+        #expect(try fixture.count("SELECT count(*) FROM herald_log_partitions WHERE partition = $1", [furthest]) == 1)
         worker.terminate()
         #expect(worker.waitForExit(timeout: 10))
     }

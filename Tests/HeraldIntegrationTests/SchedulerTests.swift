@@ -120,9 +120,9 @@ import Testing
         #expect(try claim(answered: probe).isEmpty)
     }
 
-    /// Step 2 of a claim only consumes the signals of a healthy endpoint (sql/019), and must still fold everything
-    /// else: a failure among "work left" signals, and deliveries at an endpoint whose adaptive limit is below its
-    /// ceiling (the limit grows back).
+    /// Step 2 of a claim only consumes the signals of healthy endpoints (sql/019), and must still fold everything
+    /// else: a failure among "work left" signals, deliveries at an endpoint whose adaptive limit is below its
+    /// ceiling (the limit grows back), and a success after failures (it clears them).
     @Test func aClaimFoldsEverySignalThatChangesAnEndpointAndOnlyConsumesTheRest() throws {
         let fixture = try Fixture()
         let healthy = try fixture.addConfig(url: "https://example.com/healthy")
@@ -156,6 +156,21 @@ import Testing
         try signal(limited, delivered: 10)
         try claimOnly(limited)
         #expect(try fixture.scalar("SELECT concurrency_limit FROM webhook_configs WHERE id = $1", [limited]) == "11")
+
+        // A success clears what failures left: the count, the circuit, and a failing period on its own (what a
+        // batch of overloads leaves while the limit stays at its ceiling; sql/016's fold never cleared that one).
+        for state in ["consecutive_failures = 3, failing_since = now() - interval '1 hour'",
+                      "circuit_open_until = now() - interval '1 second', consecutive_failures = 10",
+                      "failing_since = now() - interval '1 hour'"] {
+            let config = try fixture.addConfig(url: "https://example.com/recovering")
+            try fixture.connection.query("UPDATE webhook_configs SET \(state) WHERE id = $1", [config])
+            try signal(config, delivered: 1)
+            try claimOnly(config)
+            #expect(try fixture.scalar("""
+                SELECT format('%s %s %s', consecutive_failures, failing_since IS NULL, circuit_open_until IS NULL)
+                  FROM webhook_configs WHERE id = $1
+                """, [config]) == "0 t t", "after \(state)")
+        }
     }
 
     /// A claim that refuses what it picked (the attempt limit was lowered, so the rows fail unsent) leaves the
