@@ -105,9 +105,20 @@ struct Work: ParsableCommand {
         startup["metrics"] = "\(metricsAddress)"
 
         for (key, value) in configuration.summary { startup[key] = "\(value)" }
-        logger.info("herald \(HeraldVersion.current) starting", metadata: startup)
 
         let worker = Worker(configuration: configuration, logger: logger)
+        // Before "starting" is logged: a supervisor (or a test) that sends SIGTERM as soon as it reads that line must
+        // find the trap in place. Before the trap a SIGTERM kills the worker at once, and one that lands inside its
+        // set-up (SIG_IGN, then the dispatch source) can be lost, leaving the worker running.
+        let signals = SignalTrap { count in
+            if count == 1 {
+                worker.stop()
+            } else {
+                logger.warning("second signal: exiting now; leases of attempts in flight will expire and be retried")
+                Foundation.exit(1)
+            }
+        }
+        logger.info("herald \(HeraldVersion.current) starting", metadata: startup)
         var server: MetricsServer?
         if metricsAddress != "off" {
             do {
@@ -115,14 +126,6 @@ struct Work: ParsableCommand {
             } catch {
                 // Metrics are not worth refusing to deliver over (e.g. a second worker on the same port).
                 logger.warning("no /metrics and /healthz", metadata: ["error": "\(error)"])
-            }
-        }
-        let signals = SignalTrap { count in
-            if count == 1 {
-                worker.stop()
-            } else {
-                logger.warning("second signal: exiting now; leases of attempts in flight will expire and be retried")
-                Foundation.exit(1)
             }
         }
         worker.run()
