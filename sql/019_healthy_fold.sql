@@ -19,6 +19,17 @@
 --
 -- The claim is otherwise sql/016's, redefined whole because PostgreSQL cannot change part of a function.
 
+-- Whether an endpoint carries state that its next success changes (failures counted, a failing period, a
+-- circuit, an adaptive limit below its ceiling): then its signals must be folded even when they only say
+-- "delivered". One definition for the fast path and the fold below, which must agree (they did not on
+-- failing_since). A plain expression, which PostgreSQL inlines where it is used.
+CREATE FUNCTION herald_endpoint_recovering(c webhook_configs)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT c.consecutive_failures > 0 OR c.circuit_open_until IS NOT NULL OR c.concurrency_limit IS NOT NULL
+           OR c.failing_since IS NOT NULL
+$$;
+
 CREATE OR REPLACE FUNCTION herald_claim(p_limit integer, p_lease interval, p_worker text,
                              p_endpoint_concurrency integer DEFAULT 50, p_circuit_threshold integer DEFAULT 10,
                              p_default_max_attempts integer DEFAULT 10,  -- HERALD_MAX_ATTEMPTS's default
@@ -92,9 +103,7 @@ BEGIN
                         WHERE x.config_id = ANY (v_endpoints) AND x.due_at <= now()
                           AND (x.failed > 0 OR x.gone OR x.ordering_key IS NOT NULL))
        AND NOT EXISTS (SELECT 1 FROM webhook_configs c
-                        WHERE c.id = ANY (v_endpoints)
-                          AND (c.consecutive_failures > 0 OR c.circuit_open_until IS NOT NULL
-                               OR c.concurrency_limit IS NOT NULL OR c.failing_since IS NOT NULL));
+                        WHERE c.id = ANY (v_endpoints) AND herald_endpoint_recovering(c));
     IF NOT FOUND THEN
         WITH due AS (
             SELECT s.id, s.config_id, s.delivered, s.failed, s.overloaded, s.gone, s.ordering_key
@@ -122,12 +131,11 @@ BEGIN
         ), needs AS (
             -- Only endpoints whose state changes are written: a healthy endpoint at its ceiling costs nothing here.
             SELECT k.* FROM counts k JOIN webhook_configs c ON c.id = k.config_id
-             WHERE k.failed > 0 OR k.gone OR c.consecutive_failures > 0 OR c.circuit_open_until IS NOT NULL
-                OR c.concurrency_limit IS NOT NULL
-                -- (sql/019) A batch of overloads alone, while the limit stays at its ceiling (it halves at most once
-                -- a second), sets failing_since and leaves the rest as it was: without this the next success
-                -- would not clear it, and days later one failed batch would disable a healthy endpoint.
-                OR c.failing_since IS NOT NULL
+             -- (sql/019: herald_endpoint_recovering now includes failing_since. A batch of overloads alone, while
+             -- the limit stays at its ceiling (it halves at most once a second), sets it and leaves the rest as it
+             -- was: without it the next success would not clear it, and days later one failed batch would disable
+             -- a healthy endpoint.)
+             WHERE k.failed > 0 OR k.gone OR herald_endpoint_recovering(c)
         ), lockable AS (
             SELECT c.id FROM webhook_configs c WHERE c.id IN (SELECT n.config_id FROM needs n)
                FOR NO KEY UPDATE SKIP LOCKED
