@@ -83,7 +83,7 @@ public struct DispatcherStateMachine: Sendable {
     private var lastClaim: ContinuousClock.Instant
     private var lastBusy: ContinuousClock.Instant?
     private var nextConnect: ContinuousClock.Instant
-    private var reconnectDelay: Duration
+    private var reconnect: Backoff
     private var nextRescue: ContinuousClock.Instant
     private var nextReconcile: ContinuousClock.Instant
     private var nextWrite: ContinuousClock.Instant
@@ -95,7 +95,7 @@ public struct DispatcherStateMachine: Sendable {
         self.settings = settings
         lastClaim = now
         nextConnect = now
-        reconnectDelay = settings.initialReconnectDelay
+        reconnect = Backoff(initial: settings.initialReconnectDelay, maximum: settings.maxReconnectDelay)
         nextRescue = now
         nextReconcile = now
         nextWrite = now
@@ -115,7 +115,7 @@ public struct DispatcherStateMachine: Sendable {
 
     public mutating func connected(now: ContinuousClock.Instant) {
         connected = true
-        reconnectDelay = settings.initialReconnectDelay
+        reconnect.reset()
         failedConnectsWhileDraining = 0
         woken = true
         nextWrite = now
@@ -123,9 +123,8 @@ public struct DispatcherStateMachine: Sendable {
 
     public mutating func connectFailed(now: ContinuousClock.Instant) {
         connected = false
-        retryIn = reconnectDelay
-        nextConnect = now + reconnectDelay
-        reconnectDelay = min(reconnectDelay * 2, settings.maxReconnectDelay)
+        retryIn = reconnect.next()
+        nextConnect = now + retryIn
         if draining { failedConnectsWhileDraining += 1 }
     }
 

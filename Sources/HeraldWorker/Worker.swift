@@ -332,7 +332,7 @@ public final class Worker: Sendable {
     /// Writes this worker's heartbeat every 5 s on a connection of its own, first thing after (re)connecting;
     /// with metrics on, samples the backlog on the same connection.
     private func beat() {
-        var delay = Duration.milliseconds(100)
+        var backoff = Backoff(maximum: .seconds(5))
         var starting = true
         while !mailbox.isStopRequested {
             do {
@@ -365,13 +365,12 @@ public final class Worker: Sendable {
                         metrics.limits.replace(with: Dictionary(
                             uniqueKeysWithValues: pressure.compactMap { p in p.limit.map { (p.config, $0) } }))
                     }
-                    delay = .milliseconds(100)  // after a beat that worked (see `maintain`)
+                    backoff.reset()  // after a beat that worked (see `maintain`)
                     mailbox.waitForStop(upTo: configuration.heartbeatInterval)
                 }
             } catch {
                 logger.debug("heartbeat connection unavailable; retrying", metadata: ["error": "\(error)"])
-                mailbox.waitForStop(upTo: delay)
-                delay = min(delay * 2, .seconds(5))
+                mailbox.waitForStop(upTo: backoff.next())
             }
         }
     }
@@ -383,7 +382,7 @@ public final class Worker: Sendable {
     /// finished deliveries and their events in batches until none is left; with metrics on, samples the hot
     /// tables' health.
     private func maintain() {
-        var delay = Duration.milliseconds(100)
+        var backoff = Backoff(maximum: .seconds(30))
         var vacuumSignals = true
         var vacuumWarnedAt: ContinuousClock.Instant?
         while !mailbox.isStopRequested {
@@ -440,14 +439,14 @@ public final class Worker: Sendable {
                     // Reset only after a whole pass worked: a statement that keeps failing (a function missing,
                     // a permission) would otherwise be retried, and warned about, every 100 ms, because
                     // connecting again succeeds every time.
-                    delay = .milliseconds(100)
+                    backoff.reset()
                     if !moreToPrune { mailbox.waitForStop(upTo: .seconds(5)) }
                 }
             } catch {
+                let delay = backoff.next()
                 logger.warning("table maintenance failed; retrying", metadata: [
                     "error": "\(error)", "retry_in_ms": "\(Int(delay.milliseconds))"])
                 mailbox.waitForStop(upTo: delay)
-                delay = min(delay * 2, .seconds(30))
             }
         }
     }
@@ -489,21 +488,20 @@ public final class Worker: Sendable {
     /// LISTENs on its own connection (a session that PgBouncer's transaction mode would break: point it at
     /// PostgreSQL directly) and wakes the dispatcher on every notification.
     private func listen() {
-        var delay = Duration.milliseconds(100)
+        var backoff = Backoff(maximum: .seconds(5))
         while !mailbox.isStopRequested {
             do {
                 let connection = try PostgresConnection(PostgresConnection.withNetworkTimeouts(configuration.databaseURL))
                 defer { connection.close() }  // also when waiting fails: a broken socket is not left open
                 try connection.query("LISTEN herald_deliveries")
-                delay = .milliseconds(100)
+                backoff.reset()
                 mailbox.wake()  // anything inserted while we were not listening
                 while !mailbox.isStopRequested {
                     if !(try connection.waitForNotifications(timeoutMilliseconds: 250)).isEmpty { mailbox.wake() }
                 }
             } catch {
                 logger.debug("LISTEN connection unavailable; retrying", metadata: ["error": "\(error)"])
-                mailbox.waitForStop(upTo: delay)  // a stop is not held up by the backoff
-                delay = min(delay * 2, .seconds(5))
+                mailbox.waitForStop(upTo: backoff.next())  // a stop is not held up by the backoff
             }
         }
     }

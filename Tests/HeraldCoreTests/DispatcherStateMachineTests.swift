@@ -118,6 +118,19 @@ import Testing
         #expect(m.nextAction(now: later + .milliseconds(100)) == .wait(until: later + .milliseconds(500)))
     }
 
+    /// The rule the worker's listener, heartbeat and maintenance threads retry by (the dispatcher's reconnects too).
+    @Test func backoffDoublesToItsCeilingAndStartsAgainAfterASuccess() {
+        var backoff = Backoff(maximum: .seconds(30))
+        var delays: [Duration] = []
+        for _ in 0..<11 { delays.append(backoff.next()) }
+        #expect(delays == [.milliseconds(100), .milliseconds(200), .milliseconds(400), .milliseconds(800),
+                           .milliseconds(1600), .milliseconds(3200), .milliseconds(6400), .milliseconds(12800),
+                           .milliseconds(25600), .seconds(30), .seconds(30)])
+        backoff.reset()
+        #expect(backoff.next() == .milliseconds(100))
+        #expect(backoff.next() == .milliseconds(200))
+    }
+
     @Test func reconnectsWithDoublingBackoffCappedAtFiveSeconds() {
         var m = machine()
         var now = start
